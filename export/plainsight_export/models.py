@@ -1,0 +1,308 @@
+"""Emotion models: waveform [B, N] -> logits [B, C], front end included.
+
+Gradient-capable models (`seed-cnn`, `compact`) are `Model(frontend, body)`:
+- `frontend` is `LogMel` (features [B, T, F]), reshaped to [B, 1, T, F] for the body;
+- `body` is an `nn.Sequential` made ONLY of these modules (a hand-written backward pass
+  walks it, see gradgraph.py):
+  nn.Conv2d (any stride / padding / groups, dilation 1, zero padding), nn.BatchNorm2d,
+  nn.ReLU, nn.Dropout, nn.Flatten, nn.Linear, nn.BatchNorm1d, GlobalMeanPool(dims).
+The attacker `mfcc-linear` is forward-only and may use any ONNX-exportable op.
+
+Checkpoint format (torch.save dict, see docs/ARCHITECTURE.md): arch, arch_kwargs,
+state_dict (float32 weights; the fixed DFT/mel kernels are rebuilt from `features`),
+classes, features, window_samples, seed, corpus, role, metrics.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from plainsight.features import FeatureConfig
+from torch import nn
+
+from plainsight_export.frontend import LogMel
+
+ARCHS = ("seed-cnn", "compact", "mfcc-linear")
+BODY_OPS = (
+    nn.Conv2d,
+    nn.BatchNorm2d,
+    nn.ReLU,
+    nn.Dropout,
+    nn.Flatten,
+    nn.Linear,
+    nn.BatchNorm1d,
+)
+
+
+class GlobalMeanPool(nn.Module):
+    """Mean over the given dimensions (removed from the output)."""
+
+    def __init__(self, dims: tuple[int, ...]):
+        super().__init__()
+        self.dims = tuple(int(d) for d in dims)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=self.dims)
+
+    def extra_repr(self) -> str:
+        return f"dims={self.dims}"
+
+
+class Model(nn.Module):
+    """LogMel front end + body on [B, 1, T, F]."""
+
+    def __init__(self, frontend: LogMel, body: nn.Sequential):
+        super().__init__()
+        self.frontend = frontend
+        self.body = body
+
+    def features(self, waveform: torch.Tensor) -> torch.Tensor:
+        return self.frontend(waveform).unsqueeze(1)
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        return self.body(self.features(waveform))
+
+
+def check_body(body: nn.Sequential) -> None:
+    """Raise if the body uses an op outside the documented set."""
+    for layer in body:
+        if not isinstance(layer, BODY_OPS + (GlobalMeanPool,)):
+            raise TypeError(f"body op {type(layer).__name__} is outside the supported set")
+        if isinstance(layer, nn.Conv2d):
+            if layer.dilation != (1, 1) or layer.padding_mode != "zeros":
+                raise TypeError("Conv2d must have dilation 1 and zero padding")
+            if isinstance(layer.padding, str):
+                raise TypeError("Conv2d padding must be numeric")
+
+
+def _conv_block(c_in, c_out, kernel, stride, padding=0, groups=1) -> list[nn.Module]:
+    conv = nn.Conv2d(c_in, c_out, kernel, stride, padding, groups=groups, bias=False)
+    return [conv, nn.BatchNorm2d(c_out), nn.ReLU()]
+
+
+def _dense_block(d_in, d_out, dropout) -> list[nn.Module]:
+    return [nn.Linear(d_in, d_out), nn.BatchNorm1d(d_out), nn.ReLU(), nn.Dropout(dropout)]
+
+
+def seed_cnn_body(n_classes: int, cfg: FeatureConfig, n_frames: int = 200) -> nn.Sequential:
+    """The prototype: two 10x10 stride-2 convs and two 716-unit dense layers (fixed window)."""
+
+    def out(n):
+        return (n - 10) // 2 + 1
+
+    flat = 32 * out(out(n_frames)) * out(out(cfg.n_mels))
+    layers = [
+        nn.Conv2d(1, 16, 10, 2),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, 10, 2),
+        nn.BatchNorm2d(32),
+        nn.ReLU(),
+        nn.Flatten(),
+        *_dense_block(flat, 716, 0.6),
+        *_dense_block(716, 716, 0.7),
+        nn.Linear(716, n_classes),
+    ]
+    return nn.Sequential(*layers)
+
+
+def compact_body(
+    n_classes: int,
+    cfg: FeatureConfig,
+    channels: tuple[int, ...] = (16, 32, 64, 64, 96),
+    strides: tuple[tuple[int, int], ...] = ((2, 2), (2, 2), (2, 2), (1, 1), (2, 1)),
+    hidden: int = 64,
+    dropout: float = 0.3,
+) -> nn.Sequential:
+    """3x3 conv blocks (strided), mean over time, then a small classifier on band x channel.
+
+    Pooling only over time keeps the frequency layout and lets the weights serve any
+    window length.
+    """
+    layers: list[nn.Module] = []
+    c_in, n_freq = 1, cfg.n_mels
+    for c_out, stride in zip(channels, strides, strict=True):
+        layers += _conv_block(c_in, c_out, 3, tuple(stride), 1)
+        c_in, n_freq = c_out, (n_freq - 1) // stride[1] + 1
+    layers += [GlobalMeanPool((2,)), nn.Flatten(), nn.Dropout(dropout)]
+    if hidden:
+        layers += _dense_block(c_in * n_freq, hidden, dropout)
+        layers.append(nn.Linear(hidden, n_classes))
+    else:
+        layers.append(nn.Linear(c_in * n_freq, n_classes))
+    return nn.Sequential(*layers)
+
+
+MFCC_FEATURES = FeatureConfig(win_length=512, n_fft=512, n_mels=64, f_min=60.0, f_max=7600.0)
+
+
+def dct_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """Orthonormal DCT-II, [n_in, n_out] (x @ D gives the first n_out coefficients)."""
+    n = np.arange(n_in)[:, None]
+    k = np.arange(n_out)[None, :]
+    mat = np.cos(np.pi * (n + 0.5) * k / n_in) * np.sqrt(2.0 / n_in)
+    mat[:, 0] /= np.sqrt(2.0)
+    return mat.astype(np.float32)
+
+
+class MfccLinear(nn.Module):
+    """Attacker of another family: MFCC + deltas, mean/std over time, standardise, linear."""
+
+    def __init__(self, n_classes: int, cfg: FeatureConfig, n_mfcc: int = 20):
+        super().__init__()
+        self.frontend = LogMel(cfg)
+        self.register_buffer("dct", torch.from_numpy(dct_matrix(cfg.n_mels, n_mfcc)))
+        delta = np.array([-2.0, -1.0, 0.0, 1.0, 2.0], np.float32) / 10.0
+        kernel = np.zeros((n_mfcc, 1, 5), np.float32)
+        kernel[:, 0] = delta
+        self.register_buffer("delta_kernel", torch.from_numpy(kernel), persistent=False)
+        n_stats = 4 * n_mfcc
+        self.register_buffer("stat_mean", torch.zeros(n_stats))
+        self.register_buffer("stat_std", torch.ones(n_stats))
+        self.linear = nn.Linear(n_stats, n_classes)
+
+    def statistics(self, waveform: torch.Tensor) -> torch.Tensor:
+        mfcc = torch.matmul(self.frontend(waveform), self.dct).transpose(1, 2)  # [B, M, T]
+        deltas = nn.functional.conv1d(mfcc, self.delta_kernel, padding=2, groups=mfcc.shape[1])
+        both = torch.cat([mfcc, deltas], dim=1)
+        mean = both.mean(dim=2)
+        std = torch.sqrt(((both - mean.unsqueeze(2)) ** 2).mean(dim=2) + 1e-6)
+        return torch.cat([mean, std], dim=1)
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        stats = (self.statistics(waveform) - self.stat_mean) / self.stat_std
+        return self.linear(stats)
+
+
+def _as_tuples(value):
+    """JSON gives lists; layer specs want (nested) tuples."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_as_tuples(v) for v in value)
+    return value
+
+
+def build_model(arch: str, n_classes: int, cfg: FeatureConfig, **kw) -> nn.Module:
+    """A fresh model. cfg is the front end's FeatureConfig (mfcc-linear has its own)."""
+    if arch == "seed-cnn":
+        return Model(LogMel(cfg), seed_cnn_body(n_classes, cfg, **kw))
+    if arch == "compact":
+        kw = {k: _as_tuples(v) for k, v in kw.items()}
+        return Model(LogMel(cfg), compact_body(n_classes, cfg, **kw))
+    if arch == "mfcc-linear":
+        return MfccLinear(n_classes, cfg, **kw)
+    raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
+
+
+def default_features(arch: str) -> FeatureConfig:
+    return MFCC_FEATURES if arch == "mfcc-linear" else FeatureConfig()
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_macs(model: nn.Module, n_samples: int = 32000) -> dict[str, int]:
+    """Multiply-adds per example of the front end and of the rest, by forward hooks."""
+    macs = {"frontend": 0, "body": 0}
+    frontend = model.frontend
+    cfg = frontend.cfg
+    frames = cfg.n_frames(n_samples)
+    macs["frontend"] = frames * (2 * cfg.n_bins * cfg.win_length + cfg.n_bins * cfg.n_mels)
+
+    def hook(module, inputs, output):
+        if isinstance(module, nn.Conv2d):
+            per_out = (
+                module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+            )
+            macs["body"] += output[0].numel() * per_out
+        elif isinstance(module, nn.Linear):
+            macs["body"] += module.in_features * module.out_features
+
+    handles = [
+        m.register_forward_hook(hook)
+        for m in model.modules()
+        if isinstance(m, (nn.Conv2d, nn.Linear))
+    ]
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        model(torch.zeros(1, n_samples))
+    model.train(was_training)
+    for h in handles:
+        h.remove()
+    macs["total"] = macs["frontend"] + macs["body"]
+    return macs
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: nn.Module,
+    *,
+    arch: str,
+    arch_kwargs: dict,
+    classes: list[str],
+    features: FeatureConfig,
+    window_samples: int,
+    seed: int,
+    corpus: str,
+    role: str,
+    metrics: dict,
+    **extra,
+) -> Path:
+    """Write the checkpoint dict atomically (temp file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    payload = {
+        "arch": arch,
+        "arch_kwargs": dict(arch_kwargs),
+        "state_dict": state,
+        "classes": list(classes),
+        "features": features.to_dict(),
+        "window_samples": int(window_samples),
+        "seed": int(seed),
+        "corpus": corpus,
+        "role": role,
+        "metrics": metrics,
+        **extra,
+    }
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    try:
+        return torch.load(Path(path), map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:
+        raise ValueError(f"not a plainsight checkpoint: {path}: {exc}") from exc
+
+
+def model_from_checkpoint(ckpt: dict) -> nn.Module:
+    cfg = FeatureConfig.from_dict(ckpt["features"])
+    model = build_model(ckpt["arch"], len(ckpt["classes"]), cfg, **ckpt.get("arch_kwargs", {}))
+    model.load_state_dict(ckpt["state_dict"])
+    return model.eval()
+
+
+def load_checkpoint(path: str | os.PathLike) -> nn.Module:
+    """Eval-mode module mapping waveform [B, N] -> logits [B, C] (front end included).
+
+    The checkpoint dict is kept on the module as `.checkpoint` (without the state_dict).
+    """
+    ckpt = read_checkpoint(path)
+    model = model_from_checkpoint(ckpt)
+    model.checkpoint = {k: v for k, v in ckpt.items() if k != "state_dict"}
+    return model
