@@ -1,0 +1,174 @@
+"""Inference backends: onnxruntime or TFLite (ai_edge_litert, else tflite_runtime).
+
+`load_graph(spec, "grad"|"forward", backend, threads)` returns an object with
+`run(waveform[B,N], target[B,C] | None) -> (logits[B,C], grad[B,N] | None)`.
+ONNX runs the batch in one call; TFLite files have batch 1, so the batch is looped.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+import os
+
+import numpy as np
+
+from plainsight.manifest import ModelSpec
+
+BACKENDS = ("onnx", "tflite")
+# Measured on the compact grad graph (1 x86 core): the default XNNPACK delegate of
+# ai-edge-litert is slower there than the built-in kernels; see _TFLITE_RESOLVER.
+_TFLITE_RESOLVER = "BUILTIN_WITHOUT_DEFAULT_DELEGATES"
+_INSTALL_HINT = {
+    "onnx": "pip install onnxruntime",
+    "tflite": "pip install ai-edge-litert   (or: pip install tflite-runtime)",
+}
+
+
+class BackendError(RuntimeError):
+    """A backend is missing or a graph failed to load/run."""
+
+
+def _import_tflite():
+    for name in ("ai_edge_litert.interpreter", "tflite_runtime.interpreter"):
+        try:
+            return importlib.import_module(name)
+        except ImportError:
+            continue
+    return None
+
+
+def _import_onnx():
+    try:
+        return importlib.import_module("onnxruntime")
+    except ImportError:
+        return None
+
+
+def installed_backends() -> list[str]:
+    """Installed backends in preference order (onnx first)."""
+    found = []
+    if importlib.util.find_spec("onnxruntime") is not None:
+        found.append("onnx")
+    for name in ("ai_edge_litert", "tflite_runtime"):
+        if importlib.util.find_spec(name) is not None:
+            found.append("tflite")
+            break
+    return found
+
+
+def resolve_backend(name: str = "auto") -> str:
+    if name == "auto":
+        found = installed_backends()
+        if not found:
+            raise ImportError(
+                "no inference backend installed: pip install onnxruntime "
+                "(or: pip install ai-edge-litert)"
+            )
+        return found[0]
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; choose auto, onnx or tflite")
+    module = _import_onnx() if name == "onnx" else _import_tflite()
+    if module is None:
+        raise ImportError(f"backend {name} is not installed: {_INSTALL_HINT[name]}")
+    return name
+
+
+def backend_version(name: str) -> str | None:
+    if name == "onnx":
+        module = _import_onnx()
+        return getattr(module, "__version__", "?") if module else None
+    for dist in ("ai-edge-litert", "tflite-runtime"):
+        try:
+            return f"{dist} {importlib.metadata.version(dist)}"
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+class OnnxGraph:
+    batch_dynamic = True
+
+    def __init__(self, path, threads: int):
+        ort = _import_onnx()
+        if ort is None:
+            raise ImportError(f"backend onnx is not installed: {_INSTALL_HINT['onnx']}")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.log_severity_level = 3
+        self.session = ort.InferenceSession(
+            str(path), sess_options=opts, providers=["CPUExecutionProvider"]
+        )
+        self.inputs = [i.name for i in self.session.get_inputs()]
+        self.outputs = [o.name for o in self.session.get_outputs()]
+
+    def run(self, waveform: np.ndarray, target: np.ndarray | None = None):
+        feeds = {"waveform": np.ascontiguousarray(waveform, np.float32)}
+        if "target" in self.inputs:
+            feeds["target"] = np.ascontiguousarray(target, np.float32)
+        wanted = [name for name in ("logits", "grad") if name in self.outputs]
+        values = dict(zip(wanted, self.session.run(wanted, feeds), strict=True))
+        return values["logits"], values.get("grad")
+
+
+class TfliteGraph:
+    batch_dynamic = False
+
+    def __init__(self, path, threads: int, resolver: str | None = None):
+        module = _import_tflite()
+        if module is None:
+            raise ImportError(f"backend tflite is not installed: {_INSTALL_HINT['tflite']}")
+        kwargs = {"model_path": str(path), "num_threads": threads}
+        resolver = resolver or os.environ.get("PLAINSIGHT_TFLITE_RESOLVER", _TFLITE_RESOLVER)
+        if hasattr(module, "OpResolverType") and resolver:
+            kwargs["experimental_op_resolver_type"] = getattr(module.OpResolverType, resolver)
+        self.interpreter = module.Interpreter(**kwargs)
+        self.interpreter.allocate_tensors()
+        self._in = self._by_role(self.interpreter.get_input_details(), ("waveform", "target"))
+        self._out = self._by_role(self.interpreter.get_output_details(), ("grad", "logits"))
+
+    @staticmethod
+    def _by_role(details, roles):
+        """Map tensors to roles by name, else by shape (waveform/grad are the long ones)."""
+        found = {}
+        for role in roles:
+            named = [d for d in details if role in d["name"].lower()]
+            if len(named) == 1:
+                found[role] = named[0]["index"]
+        if len(found) != len(details):
+            by_len = sorted(details, key=lambda d: -int(d["shape"][-1]))
+            found = {role: d["index"] for role, d in zip(roles, by_len, strict=False)}
+        return found
+
+    def run(self, waveform: np.ndarray, target: np.ndarray | None = None):
+        logits, grads = [], []
+        for i in range(waveform.shape[0]):
+            self.interpreter.set_tensor(
+                self._in["waveform"], waveform[i : i + 1].astype(np.float32)
+            )
+            if "target" in self._in:
+                self.interpreter.set_tensor(
+                    self._in["target"], target[i : i + 1].astype(np.float32)
+                )
+            self.interpreter.invoke()
+            logits.append(self.interpreter.get_tensor(self._out["logits"]).copy())
+            if "grad" in self._out:
+                grads.append(self.interpreter.get_tensor(self._out["grad"]).copy())
+        return np.concatenate(logits), (np.concatenate(grads) if grads else None)
+
+
+def load_graph(spec: ModelSpec, graph: str, backend: str = "auto", threads: int = 1):
+    """Load one verified graph of a model. Raises BackendError on any load failure."""
+    backend = resolve_backend(backend)
+    path = spec.verified_path(graph, backend)
+    try:
+        if backend == "onnx":
+            return OnnxGraph(path, threads)
+        return TfliteGraph(path, threads)
+    except ImportError:
+        raise
+    except Exception as exc:  # backend-specific load errors: report in one line
+        raise BackendError(f"cannot load {path}: {type(exc).__name__}: {exc}") from exc

@@ -1,0 +1,182 @@
+"""`plainsight` command line. Subcommands live in plainsight/cmd_<name>.py, each with
+`add_arguments(parser)` and `run(args) -> int`; heavy imports happen inside run() so that
+`plainsight --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from plainsight import __version__
+
+# The one registry of subcommands: name -> (module, one-line help).
+COMMANDS = {
+    "mask": ("plainsight.cmd_mask", "hide emotion in audio files or directories"),
+    "stream": ("plainsight.cmd_stream", "mask live S16_LE mono PCM from stdin to stdout"),
+    "classify": ("plainsight.cmd_classify", "emotion probabilities of an audio file"),
+    "info": ("plainsight.cmd_info", "models, backends, versions and manifest hashes"),
+    "bench": ("plainsight.cmd_bench", "real-time factor, peak RSS and startup time"),
+    "evaluate": ("plainsight.cmd_evaluate", "measure emotion hiding vs. speech-to-text cost"),
+    "doctor": ("plainsight.cmd_doctor", "check this device's installation"),
+}
+EXIT_USAGE = 2
+log = logging.getLogger("plainsight")
+
+
+# ----- options shared by several subcommands ------------------------------------------------
+def add_engine_arguments(parser: argparse.ArgumentParser, masking: bool = True) -> None:
+    """--model/--backend/--threads, and the --mask-* knobs when `masking`."""
+    group = parser.add_argument_group("model")
+    group.add_argument(
+        "--model",
+        default="default",
+        help="'default' (bundled emodb-compact), a bundled corpus (emodb, ravdess), a model "
+        "directory, or a comma-separated list of those (ensemble: sum of their losses)",
+    )
+    group.add_argument("--backend", default="auto", choices=["auto", "onnx", "tflite"])
+    group.add_argument(
+        "--threads", type=int, default=1, help="intra-op threads (default 1: spare the CPU)"
+    )
+    if not masking:
+        return
+    from plainsight.masker import DEFAULT_STRENGTH, METHODS, STRENGTHS  # light: numpy only
+
+    group = parser.add_argument_group("masking (explicit values override --mask-strength)")
+    group.add_argument("--mask-strength", choices=list(STRENGTHS), default=DEFAULT_STRENGTH)
+    group.add_argument("--mask-method", choices=list(METHODS))
+    group.add_argument("--mask-steps", type=_positive_int, help="iterations (ifgsm, mifgsm)")
+    budget = group.add_mutually_exclusive_group()
+    budget.add_argument(
+        "--mask-eps", type=float, help="L-inf budget in full-scale amplitude (e.g. 0.002)"
+    )
+    budget.add_argument(
+        "--mask-snr-db", type=float, help="budget relative to each window's RMS level"
+    )
+    group.add_argument(
+        "--mask-target",
+        "--target",
+        dest="mask_target",
+        default="untargeted",
+        help="untargeted (away from the model's own prediction), uniform, or a class "
+        "name such as neutral (towards it)",
+    )
+    group.add_argument(
+        "--mask-envelope",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="shape the perturbation by the local speech envelope (quiet in pauses)",
+    )
+
+
+def masker_from_args(args):
+    from plainsight.masker import Masker
+
+    return Masker(
+        model=args.model,
+        backend=args.backend,
+        threads=args.threads,
+        method=args.mask_method,
+        steps=args.mask_steps,
+        eps=args.mask_eps,
+        snr_db=args.mask_snr_db,
+        objective=args.mask_target,
+        envelope=args.mask_envelope,
+        strength=args.mask_strength,
+    )
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+# ----- parser ---------------------------------------------------------------------------------
+def _common_parent() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("output")
+    verbosity = group.add_mutually_exclusive_group()
+    verbosity.add_argument(
+        "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="errors only"
+    )
+    verbosity.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="debug log, tracebacks"
+    )
+    return parent
+
+
+def _missing_command(name: str, module: str, reason: str):
+    def run(_args) -> int:
+        print(
+            f"plainsight {name}: not available in this build ({module}: {reason})", file=sys.stderr
+        )
+        return EXIT_USAGE
+
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parent = _common_parent()
+    parser = argparse.ArgumentParser(
+        prog="plainsight",
+        description="On-device privacy filter: hides the speaker's emotion from cloud "
+        "analysis while speech-to-text still works.",
+        parents=[parent],
+    )
+    parser.add_argument("--version", action="version", version=f"plainsight {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            if exc.name != module_name:  # a real bug inside an existing module
+                raise
+            cmd = sub.add_parser(name, help=f"{help_text} (not installed)", parents=[parent])
+            cmd.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+            cmd.set_defaults(run=_missing_command(name, module_name, "module missing"))
+            continue
+        cmd = sub.add_parser(
+            name, help=help_text, description=module.__doc__ or help_text, parents=[parent]
+        )
+        module.add_arguments(cmd)
+        cmd.set_defaults(run=module.run)
+    return parser
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    errors = [ValueError, OSError, ImportError, RuntimeError]
+    return tuple(errors)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    quiet, debug = getattr(args, "quiet", False), getattr(args, "debug", False)
+    args.quiet, args.debug = quiet, debug
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.ERROR if quiet else logging.INFO,
+        format="plainsight: %(message)s",
+        stream=sys.stderr,
+    )
+    if not getattr(args, "command", None):
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return int(args.run(args) or 0)
+    except KeyboardInterrupt:
+        print("plainsight: interrupted", file=sys.stderr)
+        return 130
+    except _known_errors() as exc:
+        if debug:
+            raise
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"plainsight {args.command}: error: {message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""Hide emotion in audio files: `plainsight mask IN OUT`.
+
+IN and OUT are files, or directories (recursive; files already in OUT are skipped, so an
+interrupted run resumes). WAV, FLAC or OGG in, the same format, rate, channels and length
+out. Nothing is written unless masking succeeded; the input is never touched.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from plainsight.cli import add_engine_arguments
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("input", metavar="IN", help="audio file or directory")
+    parser.add_argument("output", metavar="OUT", help="output file or directory")
+    parser.add_argument("--json", action="store_true", help="one JSON line per file on stdout")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="directories: redo files already in OUT"
+    )
+    add_engine_arguments(parser)
+
+
+def _pairs(src: Path, dst: Path) -> list[tuple[Path, Path]]:
+    from plainsight.audio import EXTENSIONS
+
+    if src.is_dir():
+        if dst.exists() and not dst.is_dir():
+            raise ValueError(f"{dst}: IN is a directory, so OUT must be a directory too")
+        skip = dst.resolve()
+        files = [
+            p
+            for p in sorted(src.rglob("*"))
+            if p.is_file()
+            and p.suffix.lower() in EXTENSIONS
+            and not p.name.startswith(".")
+            and skip not in p.resolve().parents
+        ]
+        return [(p, dst / p.relative_to(src)) for p in files]
+    if dst.is_dir():
+        return [(src, dst / src.name)]
+    return [(src, dst)]
+
+
+class Progress:
+    """A dependency-free progress bar on stderr (only when stderr is a terminal)."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.total, self.done = total, 0
+        self.enabled = enabled and total > 1 and sys.stderr.isatty()
+        self.start = time.perf_counter()
+
+    def step(self, name: str) -> None:
+        self.done += 1
+        if not self.enabled:
+            return
+        width = 30
+        filled = width * self.done // self.total
+        elapsed = time.perf_counter() - self.start
+        eta = elapsed / self.done * (self.total - self.done)
+        sys.stderr.write(
+            f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} "
+            f"eta {eta:5.0f}s {name[-30:]:30s}"
+        )
+        if self.done == self.total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def _summary(result: dict) -> str:
+    before, after = result["before"], result["after"]
+    p_before = before["overall"][before["classes"].index(before["label"])]
+    p_after = after["overall"][after["classes"].index(after["label"])]
+    return (
+        f"{result['output']}: emotion before {before['label']} ({p_before:.2f}) -> after "
+        f"{after['label']} ({p_after:.2f}); was-{before['label']} "
+        f"{after['overall'][after['classes'].index(before['label'])]:.2f}; "
+        f"SNR {result['snr_db']:.1f} dB; {result['seconds']:.2f} s"
+    )
+
+
+def mask_file(masker, src: Path, dst: Path) -> dict:
+    import numpy as np
+
+    from plainsight.audio import FORMATS, read_audio, same_path, write_audio
+
+    if same_path(src, dst):
+        raise ValueError(f"{dst}: output is the input file; refusing to overwrite it")
+    audio = read_audio(src)
+    expected = FORMATS[audio.format]
+    if dst.suffix.lower() != expected and not (expected == ".ogg" and dst.suffix.lower() == ".oga"):
+        raise ValueError(f"{dst}: output must keep the input's format ({audio.format}, {expected})")
+    start = time.perf_counter()
+    masked = masker.mask(audio.samples, audio.sample_rate)
+    took = time.perf_counter() - start
+    noise = float(np.sum((masked.astype(np.float64) - audio.samples) ** 2))
+    signal = float(np.sum(audio.samples.astype(np.float64) ** 2))
+    before = masker.classify(audio.samples, audio.sample_rate)
+    after = masker.classify(masked, audio.sample_rate)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    write_audio(dst, masked, like=audio, source=src)
+    return {
+        "input": str(src),
+        "output": str(dst),
+        "sample_rate": audio.sample_rate,
+        "channels": int(audio.samples.shape[1]),
+        "duration_s": round(audio.seconds, 4),
+        "snr_db": round(10 * np.log10(signal / noise), 2) if noise > 0 else None,
+        "linf": round(float(np.abs(masked - audio.samples).max()), 6),
+        "seconds": round(took, 4),
+        "rtf": round(took / audio.seconds, 5),
+        "before": {k: before[k] for k in ("model", "classes", "label", "overall")},
+        "after": {k: after[k] for k in ("model", "classes", "label", "overall")},
+    }
+
+
+def run(args) -> int:
+    from plainsight.audio import AudioError
+    from plainsight.cli import masker_from_args
+
+    src, dst = Path(args.input), Path(args.output)
+    if not src.exists():
+        raise AudioError(f"{src}: no such file or directory")
+    pairs = _pairs(src, dst)
+    if src.is_dir() and not pairs:
+        raise AudioError(f"{src}: no WAV/FLAC/OGG files found")
+    # Directories resume (files already in OUT are done); a single OUT file is replaced.
+    todo = [(s, d) for s, d in pairs if args.overwrite or not src.is_dir() or not d.exists()]
+    if len(todo) < len(pairs) and not args.quiet:
+        print(
+            f"plainsight mask: skipping {len(pairs) - len(todo)} file(s) already done",
+            file=sys.stderr,
+        )
+    if not todo:
+        return 0
+    masker = masker_from_args(args)
+    progress = Progress(len(todo), enabled=not args.quiet)
+    failures = 0
+    for s, d in todo:
+        try:
+            result = mask_file(masker, s, d)
+        except (AudioError, ValueError) as exc:
+            if len(pairs) == 1:
+                raise
+            failures += 1
+            print(f"plainsight mask: error: {' '.join(str(exc).split())}", file=sys.stderr)
+            progress.step(s.name)
+            continue
+        progress.step(s.name)
+        if args.json:
+            print(json.dumps(result), flush=True)
+        elif not args.quiet:
+            print(_summary(result), flush=True)
+    if failures:
+        print(f"plainsight mask: {failures} of {len(todo)} file(s) failed", file=sys.stderr)
+        return 1
+    return 0

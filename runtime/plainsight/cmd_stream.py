@@ -1,0 +1,53 @@
+"""Mask live audio: raw S16_LE mono PCM on stdin, masked PCM on stdout.
+
+    arecord -f S16_LE -r 16000 -c 1 -t raw | plainsight stream | <assistant input>
+
+Causal: each hop (default 250 ms) is perturbed with the model window that ends with it,
+so the added latency is one hop. Fails closed: if the model cannot load or run, raw audio
+is never forwarded (default: exit non-zero; --on-error silence: write zeros instead).
+"""
+
+from __future__ import annotations
+
+from plainsight.cli import add_engine_arguments
+
+
+def add_arguments(parser) -> None:
+    group = parser.add_argument_group("stream")
+    group.add_argument("--rate", type=int, default=16000, help="PCM sample rate (default 16000)")
+    group.add_argument(
+        "--hop-ms", type=float, default=250.0, help="new audio per model call (= latency)"
+    )
+    group.add_argument(
+        "--on-error",
+        choices=["exit", "silence"],
+        default="exit",
+        help="if masking fails: exit non-zero (default) or write silence; never raw audio",
+    )
+    group.add_argument(
+        "--status-file", metavar="PATH", help="JSON health record, rewritten atomically"
+    )
+    add_engine_arguments(parser)
+
+
+def run(args) -> int:
+    import sys
+
+    from plainsight.cli import masker_from_args
+    from plainsight.stream import serve
+
+    if not 1000 <= args.rate <= 768000:
+        print(f"plainsight stream: error: implausible --rate {args.rate}", file=sys.stderr)
+        return 2
+    if not 10 <= args.hop_ms <= 2000:
+        print("plainsight stream: error: --hop-ms must be in 10..2000", file=sys.stderr)
+        return 2
+    return serve(
+        lambda: masker_from_args(args),
+        rate=args.rate,
+        hop_ms=args.hop_ms,
+        on_error=args.on_error,
+        status_path=args.status_file,
+        model_name=args.model,
+        backend=args.backend,
+    )

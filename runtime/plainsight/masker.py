@@ -1,0 +1,296 @@
+"""The masking engine: FGSM-family perturbations on the raw waveform, torch-free.
+
+Audio of any rate/channels comes in; the perturbation is computed at the models' rate
+(16 kHz) on model-sized windows, resampled back to the input rate and added to the
+original samples of every channel, so the output keeps the input's length, rate,
+channels and quality.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from plainsight.backends import load_graph, resolve_backend
+from plainsight.manifest import ManifestError, ModelSpec, resolve_models
+from plainsight.resample import resample
+
+METHODS = ("fgsm", "ifgsm", "mifgsm")
+# The ONE table of strength presets. Placeholders until the evaluation (issue: evaluate)
+# measures emotion-hiding vs. speech-to-text cost; then only these values change.
+STRENGTHS = {
+    "low": {"method": "ifgsm", "steps": 2, "snr_db": 40.0, "envelope": False},
+    "medium": {"method": "mifgsm", "steps": 3, "snr_db": 30.0, "envelope": False},
+    "high": {"method": "mifgsm", "steps": 6, "snr_db": 20.0, "envelope": False},
+}
+DEFAULT_STRENGTH = "medium"
+MOMENTUM = 1.0
+ENVELOPE_MS = 30.0  # smoothing of the local speech envelope
+BATCH = 8  # windows per backend call (ONNX); TFLite loops over batch 1 anyway
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def local_envelope(windows: np.ndarray, valid: np.ndarray, rate: int) -> np.ndarray:
+    """Smoothed RMS envelope of each window [B,N], scaled to max 1 over its valid samples."""
+    width = max(1, int(rate * ENVELOPE_MS / 1000))
+    power = windows.astype(np.float64) ** 2
+    kernel = np.ones(width) / width
+    env = np.sqrt(np.stack([np.convolve(row, kernel, mode="same") for row in power]))
+    env *= valid
+    peak = env.max(axis=1, keepdims=True)
+    return np.divide(env, peak, out=np.zeros_like(env), where=peak > 0).astype(np.float32)
+
+
+@dataclass
+class _Member:
+    spec: ModelSpec
+    grad: object
+    forward: object | None
+
+
+class Masker:
+    """Hide emotion in speech. See docs/ARCHITECTURE.md "Runtime API"."""
+
+    def __init__(
+        self,
+        model="default",
+        backend: str = "auto",
+        threads: int = 1,
+        method: str | None = None,
+        steps: int | None = None,
+        eps: float | None = None,
+        snr_db: float | None = None,
+        objective: str = "untargeted",
+        envelope: bool | None = None,
+        strength: str = DEFAULT_STRENGTH,
+        batch: int = BATCH,
+    ):
+        if strength not in STRENGTHS:
+            raise ValueError(f"strength must be one of {list(STRENGTHS)}, got {strength!r}")
+        preset = STRENGTHS[strength]
+        if eps is not None and snr_db is not None:
+            raise ValueError("give eps or snr_db, not both")
+        self.method = method or preset["method"]
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        self.steps = 1 if self.method == "fgsm" else int(steps or preset["steps"])
+        if self.steps < 1:
+            raise ValueError("steps must be >= 1")
+        if eps is None and snr_db is None:
+            snr_db = preset["snr_db"]
+        if eps is not None and not 0 < eps <= 1:
+            raise ValueError(f"eps must be in (0, 1] (full scale), got {eps}")
+        self.eps, self.snr_db = eps, snr_db
+        self.envelope = preset["envelope"] if envelope is None else bool(envelope)
+        self.strength = strength
+        self.threads = max(1, int(threads))
+        self.batch = max(1, int(batch))
+        self.backend = resolve_backend(backend)
+        specs = resolve_models(model)
+        first = specs[0]
+        for spec in specs[1:]:
+            if (spec.window_samples, spec.sample_rate) != (first.window_samples, first.sample_rate):
+                raise ManifestError(
+                    f"ensemble models must share window and rate: "
+                    f"{spec.name} differs from {first.name}"
+                )
+        self.sample_rate = first.sample_rate
+        self.window = first.window_samples
+        self.objective = objective
+        if objective not in ("untargeted", "uniform"):
+            for spec in specs:
+                if objective not in spec.classes:
+                    raise ValueError(
+                        f"objective {objective!r} is not a class of {spec.name}: "
+                        f"{list(spec.classes)}"
+                    )
+        self.members = []
+        for spec in specs:
+            grad = load_graph(spec, "grad", self.backend, self.threads)
+            forward = (
+                load_graph(spec, "forward", self.backend, self.threads)
+                if spec.graph_file("forward", self.backend)
+                else None
+            )
+            self.members.append(_Member(spec, grad, forward))
+
+    # ----- description -------------------------------------------------------------------
+    @property
+    def specs(self) -> list[ModelSpec]:
+        return [m.spec for m in self.members]
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.members[0].spec.classes
+
+    def settings(self) -> dict:
+        return {
+            "models": [m.spec.name for m in self.members],
+            "backend": self.backend,
+            "threads": self.threads,
+            "method": self.method,
+            "steps": self.steps,
+            "eps": self.eps,
+            "snr_db": self.snr_db,
+            "objective": self.objective,
+            "envelope": self.envelope,
+            "strength": self.strength,
+        }
+
+    # ----- model calls -------------------------------------------------------------------
+    def _logits(self, member: _Member, windows: np.ndarray) -> np.ndarray:
+        out = []
+        for start in range(0, len(windows), self.batch):
+            chunk = windows[start : start + self.batch]
+            if member.forward is not None:
+                logits, _ = member.forward.run(chunk)
+            else:
+                c = len(member.spec.classes)
+                logits, _ = member.grad.run(chunk, np.full((len(chunk), c), 1.0 / c, np.float32))
+            out.append(logits)
+        return np.concatenate(out)
+
+    def _targets(self, member: _Member, clean: np.ndarray) -> np.ndarray:
+        c = len(member.spec.classes)
+        if self.objective == "untargeted":
+            pred = self._logits(member, clean).argmax(axis=1)
+            return np.eye(c, dtype=np.float32)[pred]
+        if self.objective == "uniform":
+            return np.full((len(clean), c), 1.0 / c, np.float32)
+        idx = member.spec.classes.index(self.objective)
+        return np.tile(np.eye(c, dtype=np.float32)[idx], (len(clean), 1))
+
+    # ----- the attack ----------------------------------------------------------------------
+    def perturb(
+        self, windows: np.ndarray, bound: np.ndarray, clean: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Perturbation for windows [B,N] at the model rate, |delta| <= bound [B,N] per sample.
+
+        `clean` (default: windows) is what the untargeted objective takes its own
+        prediction from. Ensembles sum the losses (so the gradients) of all models.
+        """
+        windows = np.asarray(windows, np.float32)
+        bound = np.asarray(bound, np.float32)
+        clean = windows if clean is None else np.asarray(clean, np.float32)
+        targets = [self._targets(m, clean) for m in self.members]
+        direction = 1.0 if self.objective == "untargeted" else -1.0
+        if self.method == "fgsm":
+            step = 1.0
+        elif self.method == "ifgsm":
+            step = min(1.0, 2.0 / self.steps)
+        else:
+            step = 1.0 / self.steps
+        u = np.zeros_like(windows)  # delta = bound * u, |u| <= 1
+        velocity = np.zeros_like(windows)
+        for _ in range(self.steps):
+            grad = np.zeros_like(windows)
+            for member, target in zip(self.members, targets, strict=True):
+                _, g = member.grad.run(windows + bound * u, target)
+                grad += g
+            grad *= bound  # chain rule through delta = bound * u
+            if self.method == "mifgsm":
+                norm = np.abs(grad).mean(axis=1, keepdims=True)
+                velocity = MOMENTUM * velocity + grad / np.maximum(norm, 1e-20)
+                grad = velocity
+            u = np.clip(u + direction * step * np.sign(grad), -1.0, 1.0)
+        return (bound * u).astype(np.float32)
+
+    def budget(self, windows: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """Per-sample L-inf bound [B,N] for windows with `valid` (0/1) marking real samples."""
+        weight = valid.astype(np.float32)
+        if self.envelope:
+            weight = local_envelope(windows, valid, self.sample_rate)
+        if self.eps is not None:
+            return (self.eps * weight).astype(np.float32)
+        count = np.maximum(valid.sum(axis=1), 1)
+        rms = np.sqrt(((windows.astype(np.float64) * valid) ** 2).sum(axis=1) / count)
+        eps = rms * 10.0 ** (-self.snr_db / 20.0)
+        if self.envelope:  # same noise power as the flat budget, moved under the speech
+            w_rms = np.sqrt((weight.astype(np.float64) ** 2).sum(axis=1) / count)
+            eps = np.divide(eps, w_rms, out=np.zeros_like(eps), where=w_rms > 0)
+        return np.minimum(eps[:, None] * weight, 1.0).astype(np.float32)
+
+    # ----- whole clips -------------------------------------------------------------------
+    def _cut(self, mono16: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        n = len(mono16)
+        count = max(1, -(-n // self.window))
+        padded = np.zeros(count * self.window, np.float32)
+        padded[:n] = mono16
+        valid = np.zeros(count * self.window, np.float32)
+        valid[:n] = 1.0
+        return padded.reshape(count, self.window), valid.reshape(count, self.window)
+
+    def _mono16(self, audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
+        audio = np.asarray(audio)
+        if audio.ndim not in (1, 2) or audio.shape[0] == 0:
+            raise ValueError("audio must be a non-empty array [samples] or [samples, channels]")
+        if not np.issubdtype(audio.dtype, np.floating):
+            raise ValueError("audio must be floating point in [-1, 1]")
+        if not np.isfinite(audio).all():
+            raise ValueError("audio contains NaN or Inf")
+        if int(sample_rate) <= 0:
+            raise ValueError(f"bad sample rate {sample_rate}")
+        mono = audio if audio.ndim == 1 else audio.mean(axis=1)
+        return audio, resample(mono.astype(np.float32), int(sample_rate), self.sample_rate)
+
+    def mask(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
+        """Masked copy of `audio` ([N] or [N, channels], float), same shape and rate."""
+        audio, mono16 = self._mono16(audio, sample_rate)
+        windows, valid = self._cut(mono16)
+        bound = self.budget(windows, valid)
+        delta = np.concatenate(
+            [
+                self.perturb(windows[s : s + self.batch], bound[s : s + self.batch])
+                for s in range(0, len(windows), self.batch)
+            ]
+        ).reshape(-1)[: len(mono16)]
+        limit = bound.reshape(-1)[: len(mono16)]
+        delta = to_input_rate(delta, limit, self.sample_rate, int(sample_rate), audio.shape[0])
+        if audio.ndim == 2:
+            delta = delta[:, None]
+        out = np.clip(audio.astype(np.float64) + delta, -1.0, 1.0)
+        return out.astype(audio.dtype)
+
+    def classify(self, audio: np.ndarray, sample_rate: int, member: int = 0) -> dict:
+        """Emotion probabilities per model window and overall (weighted by real samples)."""
+        _, mono16 = self._mono16(audio, sample_rate)
+        windows, valid = self._cut(mono16)
+        spec = self.members[member].spec
+        probs = softmax(self._logits(self.members[member], windows).astype(np.float64))
+        weights = valid.sum(axis=1)
+        overall = (probs * weights[:, None]).sum(axis=0) / weights.sum()
+        rate = self.sample_rate
+        return {
+            "model": spec.name,
+            "classes": list(spec.classes),
+            "label": spec.classes[int(overall.argmax())],
+            "overall": [float(p) for p in overall],
+            "windows": [
+                {
+                    "start_s": round(i * self.window / rate, 4),
+                    "end_s": round((i * self.window + weights[i]) / rate, 4),
+                    "label": spec.classes[int(p.argmax())],
+                    "probs": [float(v) for v in p],
+                }
+                for i, p in enumerate(probs)
+            ],
+        }
+
+
+def to_input_rate(
+    delta16: np.ndarray, bound16: np.ndarray, rate16: int, rate: int, length: int
+) -> np.ndarray:
+    """Resample a perturbation to the input rate and length, keeping the per-sample bound."""
+    if rate == rate16 and len(delta16) == length:
+        return delta16.astype(np.float64)
+    delta = resample(delta16, rate16, rate).astype(np.float64)
+    delta = np.pad(delta, (0, max(0, length - len(delta))))[:length]
+    src = np.minimum((np.arange(length) * rate16) // rate, len(bound16) - 1)
+    limit = bound16[src].astype(np.float64)
+    return np.clip(delta, -limit, limit)
