@@ -79,3 +79,80 @@ def test_load_checkpoint_rejects_garbage(tmp_path):
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError):
         models.load_checkpoint(bad)
+
+
+def _tiny_emodb(root):
+    import soundfile as sf
+
+    wav = root / "emodb" / "wav"
+    wav.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    letters = "WLEAFTN"
+    for speaker in ("03", "08", "10", "11", "15"):
+        for k, letter in enumerate(letters):
+            n = 8000 + 1000 * k
+            t = np.arange(n) / 16000
+            audio = 0.3 * np.sin(2 * np.pi * (120 + 60 * k) * t) + 0.02 * rng.standard_normal(n)
+            sf.write(wav / f"{speaker}a01{letter}a.wav", audio.astype(np.float32), 16000)
+
+
+def _train(tmp_path, out, arch="compact"):
+    from plainsight_export import train
+
+    argv = [
+        "--corpus",
+        "emodb",
+        "--data",
+        str(tmp_path),
+        "--arch",
+        arch,
+        "--epochs",
+        "2",
+        "--batch-size",
+        "8",
+        "--seed",
+        "3",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
+    assert train.main(argv) == 0
+    return out / f"{arch}.pt"
+
+
+@pytest.mark.slow
+def test_training_smoke_and_determinism(tmp_path):
+    import json
+
+    _tiny_emodb(tmp_path)
+    first = _train(tmp_path, tmp_path / "run1")
+    second = _train(tmp_path, tmp_path / "run2")
+    report = json.loads((tmp_path / "run1" / "compact.report.json").read_text())
+    assert (tmp_path / "run1" / "compact.report.png").stat().st_size > 1000
+    assert report["n_clips"] == {"train": 14, "val": 7, "test": 14}
+    assert report["chance_uar"] == pytest.approx(1 / 7)
+    assert np.asarray(report["test"]["confusion"]).sum() == 14
+    assert 0.0 <= report["uar"] <= 1.0 and report["params"] > 0
+    model = models.load_checkpoint(first)
+    assert model.checkpoint["corpus"] == "emodb" and model.checkpoint["window_samples"] == 32000
+    assert len(model.checkpoint["features"]["mean"]) == 40
+    a = torch.load(first, weights_only=True)["state_dict"]
+    b = torch.load(second, weights_only=True)["state_dict"]
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_training_mfcc_attacker(tmp_path):
+    _tiny_emodb(tmp_path)
+    path = _train(tmp_path, tmp_path / "run", arch="mfcc-linear")
+    model = models.load_checkpoint(path)
+    with torch.no_grad():
+        assert model(torch.zeros(1, 32000)).shape == (1, 7)
+
+
+def test_train_cli_errors(tmp_path, capsys):
+    from plainsight_export import train
+
+    assert train.main(["--corpus", "emodb", "--data", str(tmp_path)]) == 2
+    assert "corpus folder not found" in capsys.readouterr().err

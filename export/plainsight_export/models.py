@@ -60,8 +60,10 @@ class Model(nn.Module):
         self.frontend = frontend
         self.body = body
 
-    def features(self, waveform: torch.Tensor) -> torch.Tensor:
-        return self.frontend(waveform).unsqueeze(1)
+    def features(self, waveform: torch.Tensor, fast: bool = False) -> torch.Tensor:
+        """[B, 1, T, F]; fast=True uses the FFT path (training only, not exportable)."""
+        feats = self.frontend.forward_fft(waveform) if fast else self.frontend(waveform)
+        return feats.unsqueeze(1)
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         return self.body(self.features(waveform))
@@ -165,16 +167,17 @@ class MfccLinear(nn.Module):
         self.register_buffer("stat_std", torch.ones(n_stats))
         self.linear = nn.Linear(n_stats, n_classes)
 
-    def statistics(self, waveform: torch.Tensor) -> torch.Tensor:
-        mfcc = torch.matmul(self.frontend(waveform), self.dct).transpose(1, 2)  # [B, M, T]
+    def statistics(self, waveform: torch.Tensor, fast: bool = False) -> torch.Tensor:
+        logmel = self.frontend.forward_fft(waveform) if fast else self.frontend(waveform)
+        mfcc = torch.matmul(logmel, self.dct).transpose(1, 2)  # [B, M, T]
         deltas = nn.functional.conv1d(mfcc, self.delta_kernel, padding=2, groups=mfcc.shape[1])
         both = torch.cat([mfcc, deltas], dim=1)
         mean = both.mean(dim=2)
         std = torch.sqrt(((both - mean.unsqueeze(2)) ** 2).mean(dim=2) + 1e-6)
         return torch.cat([mean, std], dim=1)
 
-    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        stats = (self.statistics(waveform) - self.stat_mean) / self.stat_std
+    def forward(self, waveform: torch.Tensor, fast: bool = False) -> torch.Tensor:
+        stats = (self.statistics(waveform, fast) - self.stat_mean) / self.stat_std
         return self.linear(stats)
 
 
@@ -274,6 +277,7 @@ def save_checkpoint(
     os.close(fd)
     try:
         torch.save(payload, tmp)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

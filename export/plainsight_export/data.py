@@ -1,0 +1,130 @@
+"""In-memory corpus data for training: clips at 16 kHz, random crops, augmentation, windows.
+
+Augmentation (training only, waveform domain, all drawn from one numpy Generator so a
+seed fixes everything): random crop position (time shift; short clips are zero-padded at a
+random offset), gain of +-6 dB, and with probability 0.5 white or pink noise at a random
+SNR of 5-35 dB relative to the crop's RMS.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+from plainsight.corpora import (
+    CLASSES,
+    SAMPLE_RATE,
+    Utterance,
+    leave_one_speaker_out,
+    list_corpus,
+    load_audio,
+    split_corpus,
+)
+
+
+@dataclass
+class ClipSet:
+    """Clips of one split with integer labels."""
+
+    utts: list[Utterance]
+    audio: list[np.ndarray]
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.audio)
+
+    def speakers(self) -> list[str]:
+        return sorted({u.speaker for u in self.utts})
+
+
+def load_clips(utts: list[Utterance], classes: list[str], progress=None) -> ClipSet:
+    index = {c: i for i, c in enumerate(classes)}
+    audio = []
+    for u in progress(utts) if progress else utts:
+        audio.append(load_audio(u.path, SAMPLE_RATE))
+    labels = np.array([index[u.label] for u in utts], np.int64)
+    return ClipSet(list(utts), audio, labels)
+
+
+def subset(clips: ClipSet, keep: list[int]) -> ClipSet:
+    return ClipSet(
+        [clips.utts[i] for i in keep], [clips.audio[i] for i in keep], clips.labels[keep]
+    )
+
+
+def load_corpus(data_root: str | os.PathLike, corpus: str, progress=None) -> ClipSet:
+    """Every clip of a corpus in memory, sorted by path."""
+    return load_clips(list_corpus(data_root, corpus), CLASSES[corpus], progress)
+
+
+def fixed_split(clips: ClipSet) -> dict[str, ClipSet]:
+    """The documented speaker-independent train/val/test split (plainsight.corpora.SPLITS)."""
+    parts = split_corpus(clips.utts)
+    position = {id(u): i for i, u in enumerate(clips.utts)}
+    return {name: subset(clips, [position[id(u)] for u in us]) for name, us in parts.items()}
+
+
+def loso_folds(clips: ClipSet):
+    """Yield (speaker, train, test) for leave-one-speaker-out cross-validation."""
+    position = {id(u): i for i, u in enumerate(clips.utts)}
+    for speaker, train, test in leave_one_speaker_out(clips.utts):
+        yield (
+            speaker,
+            subset(clips, [position[id(u)] for u in train]),
+            subset(clips, [position[id(u)] for u in test]),
+        )
+
+
+def crop(audio: np.ndarray, length: int, rng: np.random.Generator) -> np.ndarray:
+    """A random window of `length` samples; shorter clips are placed at a random offset."""
+    if len(audio) >= length:
+        start = int(rng.integers(0, len(audio) - length + 1))
+        return audio[start : start + length]
+    out = np.zeros(length, np.float32)
+    start = int(rng.integers(0, length - len(audio) + 1))
+    out[start : start + len(audio)] = audio
+    return out
+
+
+def pink_noise(n: int, rng: np.random.Generator) -> np.ndarray:
+    spectrum = np.fft.rfft(rng.standard_normal(n))
+    spectrum /= np.sqrt(np.maximum(np.arange(len(spectrum)), 1.0))
+    noise = np.fft.irfft(spectrum, n)
+    return noise / (np.std(noise) + 1e-12)
+
+
+def augment(
+    batch: np.ndarray,
+    rng: np.random.Generator,
+    noise_prob: float = 0.5,
+    snr_db: tuple[float, float] = (5.0, 35.0),
+    gain_db: float = 6.0,
+) -> np.ndarray:
+    """Gain and additive noise on a batch of crops [B, N] (a new array)."""
+    out = batch.astype(np.float32, copy=True)
+    for row in out:
+        row *= 10.0 ** (rng.uniform(-gain_db, gain_db) / 20.0)
+        if rng.random() < noise_prob:
+            n = len(row)
+            noise = rng.standard_normal(n) if rng.random() < 0.5 else pink_noise(n, rng)
+            rms = np.sqrt(np.mean(row.astype(np.float64) ** 2)) + 1e-8
+            snr = rng.uniform(*snr_db)
+            row += (noise * rms * 10.0 ** (-snr / 20.0)).astype(np.float32)
+    np.clip(out, -1.0, 1.0, out=out)
+    return out
+
+
+def windows(audio: np.ndarray, length: int, hop: int | None = None) -> np.ndarray:
+    """Windows of `length` covering the whole clip, hop length/2 by default, the last one
+    ending at the clip's end; a short clip gives one window, centred and zero-padded."""
+    hop = hop or length // 2
+    if len(audio) <= length:
+        out = np.zeros((1, length), np.float32)
+        start = (length - len(audio)) // 2
+        out[0, start : start + len(audio)] = audio
+        return out
+    starts = list(range(0, len(audio) - length + 1, hop))
+    if starts[-1] != len(audio) - length:
+        starts.append(len(audio) - length)
+    return np.stack([audio[s : s + length] for s in starts]).astype(np.float32)

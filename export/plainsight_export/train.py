@@ -1,0 +1,462 @@
+"""plainsight-train: train an emotion model on EmoDB or RAVDESS, speaker-independently.
+
+Model selection uses the validation speakers only; the test speakers are scored once, at
+the end, by averaging the logits of 2 s windows (hop 1 s) that cover each whole clip.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from plainsight.corpora import CLASSES, CorpusError
+from torch import nn
+from tqdm import tqdm
+
+from plainsight_export import data as D
+from plainsight_export import models as M
+
+WINDOW = 32000  # 2 s at 16 kHz
+DEFAULT_EPOCHS = {"compact": 60, "seed-cnn": 60, "mfcc-linear": 40}
+DEFAULT_LR = {"compact": 3e-3, "seed-cnn": 1e-3, "mfcc-linear": 1e-2}
+DEFAULT_WD = {"compact": 1e-2, "seed-cnn": 1e-2, "mfcc-linear": 1e-2}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="plainsight-train", description=__doc__)
+    p.add_argument("--corpus", required=True, choices=sorted(CLASSES))
+    p.add_argument(
+        "--data",
+        default=os.environ.get("PLAINSIGHT_DATA"),
+        help="folder holding emodb/ and ravdess/ (default: $PLAINSIGHT_DATA)",
+    )
+    p.add_argument("--arch", default="compact", choices=M.ARCHS)
+    p.add_argument("--arch-kwargs", default="{}", help="JSON dict passed to build_model")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, help="default: 60 (mfcc-linear 40)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--out", help="output folder (default: export/checkpoints/<corpus>)")
+    p.add_argument("--name", help="checkpoint file stem (default: the arch)")
+    p.add_argument("--role", default="default", choices=["default", "reference", "attacker"])
+    p.add_argument(
+        "--loso",
+        action="store_true",
+        help="leave-one-speaker-out cross-validation instead of the fixed split "
+        "(writes a report only, no checkpoint)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (1 is fastest when other jobs share the CPU)",
+    )
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    if not args.data:
+        p.error("no corpus folder: pass --data or set PLAINSIGHT_DATA")
+    try:
+        args.arch_kwargs = json.loads(args.arch_kwargs)
+        assert isinstance(args.arch_kwargs, dict)
+    except (ValueError, AssertionError):
+        p.error("--arch-kwargs must be a JSON object")
+    args.epochs = args.epochs or DEFAULT_EPOCHS[args.arch]
+    if args.epochs < 1:
+        p.error("--epochs must be >= 1")
+    args.lr = args.lr or DEFAULT_LR[args.arch]
+    args.weight_decay = (
+        args.weight_decay if args.weight_decay is not None else DEFAULT_WD[args.arch]
+    )
+    args.out = Path(args.out or Path("export/checkpoints") / args.corpus)
+    args.name = args.name or args.arch
+    return args
+
+
+# ----------------------------------------------------------------------------- metrics
+def score(labels: np.ndarray, preds: np.ndarray, classes: list[str]) -> dict:
+    n = len(classes)
+    confusion = np.zeros((n, n), np.int64)
+    np.add.at(confusion, (labels, preds), 1)
+    support = confusion.sum(1)
+    recall = np.divide(np.diag(confusion), support, out=np.zeros(n), where=support > 0)
+    present = support > 0
+    return {
+        "uar": float(recall[present].mean()) if present.any() else 0.0,
+        "accuracy": float(np.mean(labels == preds)) if len(labels) else 0.0,
+        "chance_uar": 1.0 / n,
+        "n": int(len(labels)),
+        "per_class_recall": {c: float(r) for c, r in zip(classes, recall, strict=True)},
+        "confusion": confusion.tolist(),
+    }
+
+
+def forward(model: nn.Module, x: torch.Tensor, fast: bool) -> torch.Tensor:
+    if not fast:
+        return model(x)
+    if isinstance(model, M.Model):
+        return model.body(model.features(x, fast=True))
+    return model(x, fast=True)
+
+
+@torch.no_grad()
+def clip_logits(model: nn.Module, clips: D.ClipSet, batch: int = 64, fast=False) -> np.ndarray:
+    """Per clip: mean logits over 2 s windows (hop 1 s) covering the whole clip."""
+    model.eval()
+    wins = [D.windows(a, WINDOW) for a in clips.audio]
+    flat = np.concatenate(wins)
+    out = np.concatenate(
+        [
+            forward(model, torch.from_numpy(flat[i : i + batch]), fast).numpy()
+            for i in range(0, len(flat), batch)
+        ]
+    )
+    bounds = np.cumsum([0] + [len(w) for w in wins])
+    return np.stack([out[a:b].mean(0) for a, b in zip(bounds[:-1], bounds[1:], strict=True)])
+
+
+def evaluate(model, clips: D.ClipSet, classes, fast: bool = False) -> dict:
+    """fast=True: FFT front end (validation during training); the final scores use the
+    exportable DFT-conv front end."""
+    logits = clip_logits(model, clips, fast=fast)
+    result = score(clips.labels, logits.argmax(1), classes)
+    loss = nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(clips.labels))
+    result["loss"] = float(loss)
+    return result
+
+
+# ----------------------------------------------------------------------------- training
+def set_determinism(seed: int, threads: int) -> None:
+    torch.manual_seed(seed)
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
+
+
+@torch.no_grad()
+def feature_stats(model: nn.Module, clips: D.ClipSet) -> tuple[np.ndarray, np.ndarray]:
+    """Per-band mean/std of the unstandardised log-mel over every training frame."""
+    frontend = model.frontend
+    total = np.zeros(frontend.cfg.n_mels)
+    total_sq = np.zeros(frontend.cfg.n_mels)
+    count = 0
+    for audio in clips.audio:
+        feats = frontend.forward_fft(torch.from_numpy(audio[None])).numpy()[0].astype(np.float64)
+        total += feats.sum(0)
+        total_sq += (feats**2).sum(0)
+        count += len(feats)
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - mean**2, 1e-8))
+    return mean, std
+
+
+@torch.no_grad()
+def fit_statistics_scaler(model: M.MfccLinear, clips: D.ClipSet) -> None:
+    stats = torch.cat(
+        [
+            model.statistics(torch.from_numpy(w), fast=True)
+            for w in (D.windows(a, WINDOW) for a in clips.audio)
+        ]
+    )
+    model.stat_mean.copy_(stats.mean(0))
+    model.stat_std.copy_(stats.std(0).clamp_min(1e-4))
+
+
+def spec_augment(feats: torch.Tensor, gen: torch.Generator, n_time=2, max_t=20, n_freq=2, max_f=6):
+    """Zero (= band mean) random time and frequency stripes of [B, 1, T, F] features."""
+    b, _, t, f = feats.shape
+    mask = torch.ones(b, 1, t, f)
+    for _ in range(n_time):
+        width = torch.randint(0, max_t + 1, (b,), generator=gen)
+        start = (torch.rand(b, generator=gen) * (t - width)).long()
+        idx = torch.arange(t)[None]
+        mask *= ~((idx >= start[:, None]) & (idx < (start + width)[:, None]))[:, None, :, None]
+    for _ in range(n_freq):
+        width = torch.randint(0, max_f + 1, (b,), generator=gen)
+        start = (torch.rand(b, generator=gen) * (f - width)).long()
+        idx = torch.arange(f)[None]
+        mask *= ~((idx >= start[:, None]) & (idx < (start + width)[:, None]))[:, None, None, :]
+    return feats * mask
+
+
+def class_weights(labels: np.ndarray, n: int) -> torch.Tensor:
+    counts = np.bincount(labels, minlength=n).astype(np.float64)
+    w = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / n, 0.0)
+    return torch.tensor(w, dtype=torch.float32)
+
+
+def train_model(args, classes, train: D.ClipSet, val: D.ClipSet | None, seed: int, progress=True):
+    """Train one model; returns (model in eval mode, history dict)."""
+    set_determinism(seed, args.threads)
+    rng = np.random.default_rng(seed)
+    gen = torch.Generator().manual_seed(seed)
+    cfg = M.default_features(args.arch)
+    model = M.build_model(args.arch, len(classes), cfg, **args.arch_kwargs)
+    if args.arch == "mfcc-linear":
+        fit_statistics_scaler(model, train)
+    else:
+        mean, std = feature_stats(model, train)
+        model.frontend.set_stats(mean, std)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
+    steps_per_epoch = math.ceil(len(train) / args.batch_size)
+    total = steps_per_epoch * args.epochs
+    warmup = max(1, total // 20)
+
+    def lr_factor(step):
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+    loss_fn = nn.CrossEntropyLoss(
+        weight=class_weights(train.labels, len(classes)), label_smoothing=0.1
+    )
+    history = {"epochs": [], "best_epoch": None, "selection": None}
+    best = (-1.0, float("inf"))
+    best_state = None
+    select_from = args.epochs // 3
+    bar = tqdm(
+        range(args.epochs),
+        desc=f"{args.arch} seed {seed}",
+        disable=not progress,
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )
+    for epoch in bar:
+        model.train()
+        order = rng.permutation(len(train))
+        losses = []
+        for i in range(0, len(order), args.batch_size):
+            idx = order[i : i + args.batch_size]
+            if len(idx) < 2:
+                continue  # BatchNorm needs two examples
+            batch = np.stack([D.crop(train.audio[j], WINDOW, rng) for j in idx])
+            x = torch.from_numpy(D.augment(batch, rng))
+            y = torch.from_numpy(train.labels[idx])
+            if isinstance(model, M.Model):
+                logits = model.body(spec_augment(model.features(x, fast=True), gen))
+            else:
+                logits = model(x, fast=True)
+            loss = loss_fn(logits, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(loss.item())
+        entry = {"epoch": epoch + 1, "train_loss": float(np.mean(losses))}
+        if val is not None and len(val):
+            v = evaluate(model, val, classes, fast=True)
+            entry.update(val_uar=v["uar"], val_loss=v["loss"])
+            key = (v["uar"], -v["loss"])
+            if epoch >= select_from and key > (best[0], -best[1]):
+                best = (v["uar"], v["loss"])
+                best_state = {k: t.clone() for k, t in model.state_dict().items()}
+                history["best_epoch"] = epoch + 1
+            bar.set_postfix(loss=f"{entry['train_loss']:.3f}", val_uar=f"{v['uar']:.3f}")
+        else:
+            bar.set_postfix(loss=f"{entry['train_loss']:.3f}")
+        history["epochs"].append(entry)
+    if best_state is not None:
+        model.load_state_dict(best_state)
+        history["selection"] = "best validation UAR (ties: lower val loss) after epoch " + str(
+            select_from
+        )
+    else:
+        history["best_epoch"] = args.epochs
+        history["selection"] = "last epoch (no validation speakers)"
+    return model.eval(), history
+
+
+# ----------------------------------------------------------------------------- outputs
+def write_json(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(payload, fh, indent=2)
+        fh.write("\n")
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def plot_confusion(path: Path, metrics: dict, classes: list[str], title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    conf = np.asarray(metrics["confusion"], np.float64)
+    norm = conf / np.maximum(conf.sum(1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(1.0 * len(classes) + 2.5, 1.0 * len(classes) + 1.5))
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            ax.text(
+                j,
+                i,
+                f"{int(conf[i, j])}\n{norm[i, j]:.2f}",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if norm[i, j] > 0.5 else "black",
+            )
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(
+        f"{title}\nUAR {metrics['uar']:.3f}  acc {metrics['accuracy']:.3f}  "
+        f"chance UAR {metrics['chance_uar']:.3f}  (n={metrics['n']})",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".png", dir=path.parent)
+    os.close(fd)
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def model_size(model) -> dict:
+    macs = M.count_macs(model, WINDOW)
+    return {"params": M.count_params(model), "macs_per_2s": macs}
+
+
+def run_fixed(args, clips: D.ClipSet, classes) -> dict:
+    parts = D.fixed_split(clips)
+    start = time.time()
+    model, history = train_model(
+        args, classes, parts["train"], parts["val"], args.seed, not args.no_progress
+    )
+    train_time = time.time() - start
+    test = evaluate(model, parts["test"], classes)
+    val = evaluate(model, parts["val"], classes)
+    cfg = model.frontend.cfg
+    report = {
+        "corpus": args.corpus,
+        "arch": args.arch,
+        "name": args.name,
+        "role": args.role,
+        "seed": args.seed,
+        "classes": classes,
+        "split": {k: v.speakers() for k, v in parts.items()},
+        "n_clips": {k: len(v) for k, v in parts.items()},
+        "evaluation": "test speakers; per clip the mean logits of 2 s windows (hop 1 s) "
+        "covering the whole clip, short clips zero-padded centred",
+        "test": test,
+        "val": val,
+        "uar": test["uar"],
+        "accuracy": test["accuracy"],
+        "chance_uar": test["chance_uar"],
+        "train_time_s": round(train_time, 1),
+        "threads": args.threads,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "weight_decay": args.weight_decay,
+        "arch_kwargs": args.arch_kwargs,
+        **model_size(model),
+        "history": history,
+        "command": "plainsight-train " + shlex.join(sys.argv[1:]),
+        "torch": torch.__version__,
+    }
+    ckpt = args.out / f"{args.name}.pt"
+    metrics = {
+        k: test[k] for k in ("uar", "accuracy", "chance_uar", "confusion", "per_class_recall")
+    }
+    M.save_checkpoint(
+        ckpt,
+        model,
+        arch=args.arch,
+        arch_kwargs=args.arch_kwargs,
+        classes=classes,
+        features=cfg,
+        window_samples=WINDOW,
+        seed=args.seed,
+        corpus=args.corpus,
+        role=args.role,
+        metrics=metrics,
+    )
+    write_json(args.out / f"{args.name}.report.json", report)
+    plot_confusion(
+        args.out / f"{args.name}.report.png",
+        test,
+        classes,
+        f"{args.corpus} {args.name} ({args.arch}, seed {args.seed}), test speakers "
+        + ",".join(parts["test"].speakers()),
+    )
+    return report
+
+
+def run_loso(args, clips: D.ClipSet, classes) -> dict:
+    start = time.time()
+    folds, all_labels, all_preds = [], [], []
+    for speaker, train, test in D.loso_folds(clips):
+        model, _ = train_model(args, classes, train, None, args.seed, not args.no_progress)
+        preds = clip_logits(model, test).argmax(1)
+        fold = score(test.labels, preds, classes)
+        folds.append(
+            {"speaker": speaker, "uar": fold["uar"], "accuracy": fold["accuracy"], "n": fold["n"]}
+        )
+        all_labels.append(test.labels)
+        all_preds.append(preds)
+        print(
+            f"speaker {speaker}: UAR {fold['uar']:.3f} acc {fold['accuracy']:.3f}", file=sys.stderr
+        )
+    pooled = score(np.concatenate(all_labels), np.concatenate(all_preds), classes)
+    report = {
+        "corpus": args.corpus,
+        "arch": args.arch,
+        "seed": args.seed,
+        "classes": classes,
+        "protocol": "leave-one-speaker-out, last epoch (no model selection)",
+        "folds": folds,
+        "mean_fold_uar": float(np.mean([f["uar"] for f in folds])),
+        "pooled": pooled,
+        "uar": pooled["uar"],
+        "accuracy": pooled["accuracy"],
+        "chance_uar": pooled["chance_uar"],
+        "train_time_s": round(time.time() - start, 1),
+        "epochs": args.epochs,
+        "arch_kwargs": args.arch_kwargs,
+        "command": "plainsight-train " + shlex.join(sys.argv[1:]),
+    }
+    write_json(args.out / f"{args.name}.loso.report.json", report)
+    plot_confusion(
+        args.out / f"{args.name}.loso.report.png",
+        pooled,
+        classes,
+        f"{args.corpus} {args.name}, leave-one-speaker-out (pooled)",
+    )
+    return report
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    classes = CLASSES[args.corpus]
+    torch.set_num_threads(args.threads)
+    try:
+        clips = D.load_corpus(args.data, args.corpus)
+    except CorpusError as exc:
+        print(f"plainsight-train: {exc}", file=sys.stderr)
+        return 2
+    report = run_loso(args, clips, classes) if args.loso else run_fixed(args, clips, classes)
+    print(
+        f"{args.corpus} {args.name}: test UAR {report['uar']:.3f} accuracy "
+        f"{report['accuracy']:.3f} (chance UAR {report['chance_uar']:.3f}), "
+        f"train {report['train_time_s']:.0f} s"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
