@@ -135,3 +135,13 @@ def test_toy_targeted_moves_towards_class(toy_model):
     before = masker.classify(x, 16000)["overall"][1]
     after = masker.classify(masker.mask(x, 16000), 16000)["overall"][1]
     assert after > before
+
+
+def bundled_model_dir(corpus: str = "emodb") -> Path:
+    """The bundled default model; the runtime is useless without it, so a missing one fails."""
+    from plainsight.manifest import BUNDLED_DIR
+
+    directory = BUNDLED_DIR / f"{corpus}-compact"
+    if not (directory / "manifest.json").is_file():
+        pytest.fail(f"bundled model {directory} missing (helper B's export writes it)")
+    return directory

@@ -69,6 +69,7 @@ def read_audio(path: str | Path) -> Audio:
         raise AudioError(f"{path}: not a readable audio file (WAV, FLAC or OGG)") from None
     if info.format not in FORMATS:
         raise AudioError(f"{path}: unsupported format {info.format} (use WAV, FLAC or OGG)")
+    _check_truncated(path, info)
     if info.frames <= 0:
         raise AudioError(f"{path}: no audio samples")
     if not 1000 <= info.samplerate <= 768000:
@@ -80,7 +81,6 @@ def read_audio(path: str | Path) -> Audio:
             f"{path}: too long ({info.frames / info.samplerate / 3600:.1f} h > "
             f"{MAX_SECONDS / 3600:.0f} h); split it or use `plainsight stream`"
         )
-    _check_truncated(path, info)
     try:
         samples, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as exc:

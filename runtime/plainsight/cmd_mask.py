@@ -73,14 +73,15 @@ class Progress:
 
 def _summary(result: dict) -> str:
     before, after = result["before"], result["after"]
-    p_before = before["overall"][before["classes"].index(before["label"])]
-    p_after = after["overall"][after["classes"].index(after["label"])]
-    return (
-        f"{result['output']}: emotion before {before['label']} ({p_before:.2f}) -> after "
-        f"{after['label']} ({p_after:.2f}); was-{before['label']} "
-        f"{after['overall'][after['classes'].index(before['label'])]:.2f}; "
-        f"SNR {result['snr_db']:.1f} dB; {result['seconds']:.2f} s"
+    classes = before["classes"]
+    was = classes.index(before["label"])
+    text = (
+        f"{result['output']}: emotion before {before['label']} {before['overall'][was]:.2f}"
+        f" -> after {after['label']} {after['overall'][classes.index(after['label'])]:.2f}"
     )
+    if after["label"] != before["label"]:
+        text += f" ({before['label']} now {after['overall'][was]:.2f})"
+    return text + f"; SNR {result['snr_db']:.1f} dB; {result['seconds']:.2f} s"
 
 
 def mask_file(masker, src: Path, dst: Path) -> dict:

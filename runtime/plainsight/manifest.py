@@ -77,7 +77,8 @@ def verify_file(spec: ModelSpec, fname: str) -> None:
         raise ManifestError(f"{path}: listed in manifest.json but missing")
     if "bytes" in meta and path.stat().st_size != int(meta["bytes"]):
         raise ManifestError(
-            f"{path}: size {path.stat().st_size} != manifest {meta['bytes']} bytes; refusing"
+            f"{path}: size {path.stat().st_size} != manifest {meta['bytes']} bytes "
+            "(sha256 check failed); refusing to load a modified model"
         )
     actual = sha256_of(path)
     if actual != meta["sha256"]:

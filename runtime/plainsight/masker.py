@@ -274,7 +274,7 @@ class Masker:
             "windows": [
                 {
                     "start_s": round(i * self.window / rate, 4),
-                    "end_s": round((i * self.window + weights[i]) / rate, 4),
+                    "end_s": round(float(i * self.window + weights[i]) / rate, 4),
                     "label": spec.classes[int(p.argmax())],
                     "probs": [float(v) for v in p],
                 }

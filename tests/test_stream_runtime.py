@@ -1,0 +1,199 @@
+"""`plainsight stream`: causal, chunking-invariant, sample-count preserving, fail-closed."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from plainsight.masker import Masker
+from plainsight.stream import FAIL_AFTER_ENV, StreamProcessor, serve
+from test_runtime_toymodel import bundled_model_dir
+
+HOP_MS = 250.0
+
+
+@pytest.fixture(scope="module")
+def masker():
+    return Masker(model=bundled_model_dir(), backend="onnx")
+
+
+def speechlike_pcm(seconds: float, seed: int = 0) -> np.ndarray:
+    from plainsight.bench import synthetic_speechlike
+
+    audio = synthetic_speechlike(seconds, 16000, seed)
+    return np.round(audio * 32767).astype("<i2")
+
+
+def run_serve(make_masker, data: bytes, read_size: int, **kwargs) -> tuple[int, bytes]:
+    """Feed `data` through serve() via pipes, reading at most read_size bytes per read."""
+    r_in, w_in = os.pipe()
+    r_out, w_out = os.pipe()
+    out: list[bytes] = []
+
+    def writer():
+        for i in range(0, len(data), 4096):
+            os.write(w_in, data[i : i + 4096])
+        os.close(w_in)
+
+    def reader():
+        while chunk := os.read(r_out, 65536):
+            out.append(chunk)
+
+    threads = [threading.Thread(target=writer), threading.Thread(target=reader)]
+    for t in threads:
+        t.start()
+    try:
+        rc = serve(
+            make_masker, 16000, HOP_MS, fd_in=r_in, fd_out=w_out, read_size=read_size, **kwargs
+        )
+    finally:
+        os.close(w_out)
+        for t in threads:
+            t.join()
+        os.close(r_in)
+        os.close(r_out)
+    return rc, b"".join(out)
+
+
+def processor_output(masker, pcm: np.ndarray, chunks: list[int]) -> np.ndarray:
+    proc = StreamProcessor(masker, 16000, HOP_MS)
+    outputs, i = [], 0
+    for size in chunks:
+        outputs += proc.push(pcm[i : i + size])
+        i += size
+    outputs += proc.push(pcm[i:])
+    outputs.append(proc.flush())
+    return np.concatenate(outputs)
+
+
+def test_stream_changes_audio_within_budget_and_keeps_count(masker):
+    pcm = speechlike_pcm(1.3)  # not a whole number of hops: the remainder is flushed
+    out = processor_output(masker, pcm, [len(pcm)])
+    assert out.dtype == np.dtype("<i2") and len(out) == len(pcm)
+    diff = np.abs(out.astype(np.int32) - pcm)
+    assert diff.max() > 0, "stream left the audio unchanged"
+    # budget: snr_db of the window RMS; the window RMS is at most the peak level
+    assert diff.max() <= np.abs(pcm.astype(np.int32)).max()
+
+
+def test_stream_is_causal(masker):
+    """The output of the first hops does not depend on later input."""
+    pcm = speechlike_pcm(1.0)
+    other = pcm.copy()
+    other[8000:] = -other[8000:]
+    a = processor_output(masker, pcm, [len(pcm)])
+    b = processor_output(masker, other, [len(other)])
+    assert np.array_equal(a[:8000], b[:8000])
+    assert not np.array_equal(a[8000:], b[8000:])
+
+
+@pytest.mark.parametrize("read_size", [1, 2, 3, 4096, 4097])
+def test_stream_chunking_invariance(masker, read_size):
+    pcm = speechlike_pcm(0.9, seed=1)
+    expected = processor_output(masker, pcm, [len(pcm)])
+    rc, out = run_serve(lambda: masker, pcm.tobytes(), read_size)
+    assert rc == 0
+    assert np.array_equal(np.frombuffer(out, "<i2"), expected)
+
+
+@settings(
+    max_examples=12,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    samples=st.lists(st.integers(-32768, 32767), min_size=0, max_size=9000),
+    cuts=st.lists(st.integers(1, 5000), max_size=6),
+    read_size=st.sampled_from([1, 7, 2048, 65536]),
+)
+def test_stream_random_pcm_and_chunking(masker, samples, cuts, read_size):
+    pcm = np.asarray(samples, "<i2")
+    reference = processor_output(masker, pcm, [len(pcm)])
+    assert len(reference) == len(pcm)
+    assert np.array_equal(processor_output(masker, pcm, cuts), reference)
+    rc, out = run_serve(lambda: masker, pcm.tobytes(), read_size)
+    assert rc == 0 and np.array_equal(np.frombuffer(out, "<i2"), reference)
+
+
+def test_stream_fail_closed_default_exits_without_writing_the_chunk(masker, monkeypatch):
+    monkeypatch.setenv(FAIL_AFTER_ENV, "2")
+    pcm = speechlike_pcm(2.0)
+    rc, out = run_serve(lambda: masker, pcm.tobytes(), 4096)
+    assert rc != 0
+    got = np.frombuffer(out, "<i2")
+    hop = 4000
+    assert len(got) == 2 * hop  # only the two hops masked before the failure
+    monkeypatch.delenv(FAIL_AFTER_ENV)
+    assert np.array_equal(got, processor_output(masker, pcm[: 2 * hop], [2 * hop]))
+
+
+def test_stream_fail_closed_silence_writes_zeros(masker, monkeypatch):
+    monkeypatch.setenv(FAIL_AFTER_ENV, "2")
+    pcm = speechlike_pcm(2.0)
+    rc, out = run_serve(lambda: masker, pcm.tobytes(), 4096, on_error="silence")
+    got = np.frombuffer(out, "<i2")
+    assert rc == 0 and len(got) == len(pcm)
+    assert np.any(got[:8000] != 0)
+    assert not np.any(got[8000:]), "after the failure only silence may go out"
+
+
+def test_stream_model_load_failure_never_forwards_raw(tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(bundled_model_dir(), broken)
+    (broken / "grad.onnx").write_bytes(b"garbage")  # hash mismatch -> refused at load
+    pcm = speechlike_pcm(1.0).tobytes()
+    cmd = [sys.executable, "-m", "plainsight.cli", "stream", "--model", str(broken)]
+    default = subprocess.run(cmd, input=pcm, capture_output=True, timeout=60)
+    assert default.returncode != 0 and default.stdout == b""
+    assert b"sha256" in default.stderr
+    silence = subprocess.run(
+        cmd + ["--on-error", "silence"], input=pcm, capture_output=True, timeout=60
+    )
+    assert silence.returncode == 0
+    assert silence.stdout == bytes(len(pcm))
+
+
+def test_stream_cli_one_byte_chunks_sigterm_flush_and_status(masker, tmp_path):
+    """Real process: 1-byte writes, SIGTERM mid-stream flushes the remainder, status JSON."""
+    pcm = speechlike_pcm(1.1, seed=2)
+    status = tmp_path / "status.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "plainsight.cli", "stream", "--status-file", str(status)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
+    data = pcm.tobytes()
+    for i in range(0, 2000):
+        proc.stdin.write(data[i : i + 1])
+        proc.stdin.flush()
+    proc.stdin.write(data[2000:])
+    proc.stdin.flush()
+    deadline = time.time() + 60
+    while time.time() < deadline:  # wait until the status says every sample went out
+        if status.exists():
+            record = json.loads(status.read_text())
+            if record.get("samples_in") == len(pcm) and record.get("frames", 0) >= 4:
+                break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err.decode()
+    got = np.frombuffer(out, "<i2")
+    assert np.array_equal(got, processor_output(masker, pcm, [len(pcm)]))
+    record = json.loads(status.read_text())
+    assert record["state"] == "stopped" and record["samples_out"] == len(pcm)
+    for key in ("started_at", "uptime_s", "samples_in", "frames", "rtf", "last_error", "model"):
+        assert key in record
+    assert record["backend"] == "onnx"
