@@ -1,0 +1,140 @@
+"""Measure emotion hiding vs. speech-to-text cost on held-out speakers (extra [eval]).
+
+Masks the test speakers' clips through the runtime (as a device would), then reports clean
+vs masked vs a same-SNR random-noise control: white-box and transfer (held-out attacker)
+UAR/accuracy/confusion/mutual information, Whisper WER, SNR/PESQ-wb/STOI and the masking
+real-time factor. Writes evaluate.json, evaluate.md and PNG plots into --out.
+
+Defaults (about 10-20 min per corpus on 2 cores): EmoDB all 107 test clips, RAVDESS the
+first 192 of the class-balanced order (24 per class); Whisper on the first 42 of those.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from pathlib import Path
+
+EXIT_USAGE = 2
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from plainsight.cli import add_engine_arguments
+
+    parser.add_argument("--corpus", required=True, choices=["emodb", "ravdess"])
+    parser.add_argument(
+        "--data",
+        default=os.environ.get("PLAINSIGHT_DATA"),
+        help="folder holding emodb/ and ravdess/ (default: $PLAINSIGHT_DATA)",
+    )
+    parser.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="clips (class-balanced prefix of the test speakers' clips; 0 = all). "
+        "Default: emodb all 107, ravdess 192",
+    )
+    parser.add_argument("--asr-limit", type=int, default=42, help="clips for Whisper (42)")
+    parser.add_argument(
+        "--curve-asr-limit", type=int, default=14, help="clips for WER per budget point (14)"
+    )
+    parser.add_argument("--out", default=None, help="output folder (default eval-out/<corpus>)")
+    parser.add_argument("--no-asr", action="store_true", help="skip Whisper")
+    parser.add_argument("--no-curves", action="store_true", help="skip steps/budget curves")
+    parser.add_argument(
+        "--attackers", help="comma-separated attacker model dirs (default: export/artifacts)"
+    )
+    parser.add_argument(
+        "--whisper-dir",
+        help="cache dir for the joined Whisper model (default $PLAINSIGHT_WHISPER_DIR or "
+        "~/.cache/plainsight/whisper-base)",
+    )
+    parser.add_argument("--whisper-compute", choices=["int8", "float32"], default="int8")
+    parser.add_argument(
+        "--sweep",
+        action="store_true",
+        help="compare methods, objectives, budgets, envelope and ensembles instead",
+    )
+    parser.add_argument(
+        "--sweep-models",
+        help="';'-separated extra ensembles for --sweep, each a comma-separated list of dirs",
+    )
+    parser.add_argument(
+        "--sweep-asr-limit", type=int, default=0, help="clips for WER per sweep row (0: none)"
+    )
+    add_engine_arguments(parser, masking=True)
+    parser.set_defaults(model=None)
+
+
+def masker_kwargs(args) -> dict:
+    return {
+        "model": args.model or args.corpus,
+        "backend": args.backend,
+        "threads": args.threads,
+        "method": args.mask_method,
+        "steps": args.mask_steps,
+        "eps": args.mask_eps,
+        "snr_db": args.mask_snr_db,
+        "objective": args.mask_target,
+        "envelope": args.mask_envelope,
+        "strength": args.mask_strength,
+    }
+
+
+def run(args) -> int:
+    if not args.data:
+        print(
+            "plainsight evaluate: no corpus folder: pass --data or set PLAINSIGHT_DATA",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    if not Path(args.data, args.corpus).is_dir():
+        print(
+            f"plainsight evaluate: corpus folder not found: {Path(args.data, args.corpus)}",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    try:
+        import jiwer  # noqa: F401
+        import matplotlib  # noqa: F401
+        import tqdm  # noqa: F401
+    except ImportError as exc:
+        print(
+            f"plainsight evaluate: {exc.name} missing: pip install 'plainsight[eval]'",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    out = Path(args.out or Path("eval-out") / args.corpus)
+    command = "plainsight evaluate " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+    progress = not getattr(args, "quiet", False)
+    if args.sweep:
+        from plainsight.evaluate.sweep import run_sweep
+
+        written = run_sweep(args, masker_kwargs(args), out, command, progress)
+    else:
+        from plainsight.evaluate import report
+        from plainsight.evaluate.run import EvalConfig, evaluate, json_ready
+
+        cfg = EvalConfig(
+            corpus=args.corpus,
+            data=args.data,
+            masker=masker_kwargs(args),
+            limit=args.limit,
+            asr_limit=args.asr_limit,
+            curve_asr_limit=args.curve_asr_limit,
+            attackers=args.attackers,
+            whisper_dir=args.whisper_dir,
+            whisper_compute=args.whisper_compute,
+            asr=not args.no_asr,
+            curves=not args.no_curves,
+            progress=progress,
+        )
+        result = json_ready(evaluate(cfg))
+        written = report.write_all(result, out, command)
+        if not getattr(args, "quiet", False):
+            print(report.markdown(result, command))
+    for path in written:
+        print(f"wrote {path}", file=sys.stderr)
+    return 0

@@ -1,0 +1,218 @@
+"""The evaluation pipeline: mask held-out clips through the runtime, score clean vs masked.
+
+Everything runs through the device runtime (plainsight.Masker for masking, exported
+forward graphs through plainsight.backends for scoring); torch is never imported.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from plainsight import corpora
+from plainsight.backends import load_graph
+from plainsight.evaluate import metrics
+from plainsight.manifest import ModelSpec, load_model_dir
+from plainsight.masker import Masker
+
+SAMPLE_RATE = 16000
+ARTIFACTS_ENV = "PLAINSIGHT_ARTIFACTS"
+DEFAULT_LIMITS = {"emodb": 0, "ravdess": 192}  # 0 = every test clip (EmoDB has 107)
+DEFAULT_ASR_LIMIT = 42
+NOISE_SEED = 1234
+
+
+@dataclass
+class Clip:
+    utt: corpora.Utterance
+    audio: np.ndarray  # mono float32, 16 kHz
+    reference: str
+
+    @property
+    def seconds(self) -> float:
+        return len(self.audio) / SAMPLE_RATE
+
+
+def balanced_order(utts: list[corpora.Utterance]) -> list[corpora.Utterance]:
+    """Round-robin over classes (each class sorted by path): any prefix is class-balanced."""
+    by_class: dict[str, list[corpora.Utterance]] = {}
+    for u in sorted(utts, key=lambda u: str(u.path)):
+        by_class.setdefault(u.label, []).append(u)
+    queues = [by_class[c] for c in sorted(by_class)]
+    out = []
+    for i in range(max(len(q) for q in queues)):
+        out.extend(q[i] for q in queues if i < len(q))
+    return out
+
+
+def test_clips(data_root: str | os.PathLike, corpus: str, limit: int = 0) -> list[Clip]:
+    """The held-out test speakers' clips, class-balanced order, first `limit` (0 = all)."""
+    utts = [u for u in corpora.list_corpus(data_root, corpus) if corpora.split_of(u) == "test"]
+    if not utts:
+        raise corpora.CorpusError(f"no test-speaker clips found for {corpus} under {data_root}")
+    ordered = balanced_order(utts)
+    if limit and limit > 0:
+        ordered = ordered[:limit]
+    texts = corpora.TEXTS[corpus]
+    return [Clip(u, corpora.load_audio(u.path, SAMPLE_RATE), texts[u.text_id]) for u in ordered]
+
+
+# ----- scoring through exported forward graphs ----------------------------------------------
+class Scorer:
+    """Classify whole clips with a model directory's forward graph (no gradient needed).
+
+    Same aggregation as Masker.classify: the clip is cut into model windows (zero-padded),
+    and window softmax outputs are averaged weighted by their real samples.
+    """
+
+    def __init__(self, spec: ModelSpec, backend: str = "onnx", threads: int = 1, batch: int = 8):
+        self.spec = spec
+        self.name = spec.name
+        self.role = str(spec.manifest.get("role", "?"))
+        self.classes = list(spec.classes)
+        self.window = spec.window_samples
+        graph = "forward" if spec.has_graph("forward") else "grad"
+        self.graph = load_graph(spec, graph, backend, threads)
+        self.uses_grad_graph = graph == "grad"
+        self.batch = batch
+
+    def _logits(self, windows: np.ndarray) -> np.ndarray:
+        out = []
+        c = len(self.classes)
+        for s in range(0, len(windows), self.batch):
+            chunk = windows[s : s + self.batch]
+            target = np.full((len(chunk), c), 1.0 / c, np.float32) if self.uses_grad_graph else None
+            logits, _ = self.graph.run(chunk, target)
+            out.append(logits)
+        return np.concatenate(out)
+
+    def probs(self, audios: list[np.ndarray]) -> np.ndarray:
+        """[n_clips, C] clip-level probabilities; all windows of all clips batched together."""
+        windows, weights, owner = [], [], []
+        for i, audio in enumerate(audios):
+            count = max(1, -(-len(audio) // self.window))
+            padded = np.zeros(count * self.window, np.float32)
+            padded[: len(audio)] = audio
+            windows.append(padded.reshape(count, self.window))
+            real = np.clip(len(audio) - np.arange(count) * self.window, 0, self.window)
+            weights.append(real.astype(np.float64))
+            owner.extend([i] * count)
+        p = softmax(self._logits(np.concatenate(windows)).astype(np.float64))
+        w = np.concatenate(weights)
+        owner = np.asarray(owner)
+        out = np.zeros((len(audios), len(self.classes)))
+        np.add.at(out, owner, p * w[:, None])
+        return out / np.bincount(owner, weights=w)[:, None]
+
+    def report(self, audios: list[np.ndarray], labels: list[str]) -> dict:
+        pred = self.probs(audios).argmax(axis=1)
+        true = [self.classes.index(lab) for lab in labels]
+        return metrics.classification_report(true, pred, self.classes) | {"model": self.name}
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def artifacts_root() -> Path | None:
+    """$PLAINSIGHT_ARTIFACTS, else export/artifacts of the source checkout, if present."""
+    env = os.environ.get(ARTIFACTS_ENV)
+    if env:
+        return Path(env)
+    guess = Path(__file__).resolve().parents[3] / "export" / "artifacts"
+    return guess if guess.is_dir() else None
+
+
+def find_attackers(corpus: str, explicit: str | None = None) -> list[ModelSpec]:
+    """Attacker model dirs: --attackers a,b or every <artifacts>/<corpus>-attacker-*."""
+    if explicit:
+        return [load_model_dir(p.strip()) for p in explicit.split(",") if p.strip()]
+    root = artifacts_root()
+    if root is None:
+        return []
+    return [
+        load_model_dir(d)
+        for d in sorted(root.glob(f"{corpus}-attacker-*"))
+        if (d / "manifest.json").is_file()
+    ]
+
+
+def find_artifact(corpus: str, name: str) -> Path | None:
+    root = artifacts_root()
+    if root is None:
+        return None
+    d = root / f"{corpus}-{name}"
+    return d if (d / "manifest.json").is_file() else None
+
+
+# ----- conditions -----------------------------------------------------------------------------
+@dataclass
+class Condition:
+    """One processed version of the clips (clean, masked at a setting, noise control)."""
+
+    name: str
+    audios: list[np.ndarray]
+    settings: dict = field(default_factory=dict)
+    mask_seconds: float = 0.0
+
+    def snrs(self, clean: list[np.ndarray]) -> list[float]:
+        return [metrics.snr_db(c, a) for c, a in zip(clean, self.audios, strict=True)]
+
+
+def mask_clips(masker: Masker, clips: list[Clip], progress=None) -> Condition:
+    out, spent = [], 0.0
+    for clip in clips:
+        start = time.perf_counter()
+        masked = masker.mask(clip.audio, SAMPLE_RATE)
+        spent += time.perf_counter() - start
+        if masked.shape != clip.audio.shape:
+            raise RuntimeError(f"masker changed the length of {clip.utt.path.name}")
+        out.append(masked)
+        if progress is not None:
+            progress.update(1)
+    return Condition("masked", out, masker.settings(), spent)
+
+
+def noise_control(clean: list[np.ndarray], processed: list[np.ndarray], seed: int = NOISE_SEED):
+    """Random +/-a sign noise with a = RMS of each clip's perturbation: the same SNR."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for c, p in zip(clean, processed, strict=True):
+        delta = p.astype(np.float64) - c
+        amplitude = float(np.sqrt(np.mean(delta**2)))
+        sign = rng.integers(0, 2, size=len(c)) * 2.0 - 1.0
+        out.append(np.clip(c + amplitude * sign, -1.0, 1.0).astype(np.float32))
+    return out
+
+
+def quality(clean: list[np.ndarray], processed: list[np.ndarray], pesq_stoi: bool = True) -> dict:
+    """Per-clip SNR (all clips) and PESQ-wb/STOI (when asked), with distributions."""
+    snr = [metrics.snr_db(c, p) for c, p in zip(clean, processed, strict=True)]
+    out = {"snr_db": metrics.distribution(snr), "per_clip_snr_db": snr}
+    if pesq_stoi:
+        pesq_v = [metrics.pesq_wb(c, p) for c, p in zip(clean, processed, strict=True)]
+        stoi_v = [metrics.stoi(c, p) for c, p in zip(clean, processed, strict=True)]
+        out |= {
+            "pesq_wb": metrics.distribution(pesq_v),
+            "stoi": metrics.distribution(stoi_v),
+        }
+    return out
+
+
+def score(scorers: list[Scorer], audios, labels) -> dict:
+    return {s.name: s.report(audios, labels) for s in scorers}
+
+
+def transcribe_all(transcriber, audios, language: str, progress=None) -> list[str]:
+    hyps = []
+    for audio in audios:
+        hyps.append(transcriber.transcribe(audio, language))
+        if progress is not None:
+            progress.update(1)
+    return hyps

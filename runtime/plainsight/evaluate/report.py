@@ -1,0 +1,289 @@
+"""Write an evaluation result as JSON, a Markdown summary and PNG plots (atomically)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_json(path: Path, data: dict) -> None:
+    atomic_write_bytes(path, (json.dumps(data, indent=1, ensure_ascii=False) + "\n").encode())
+
+
+def pct(value) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}"
+
+
+def num(value, digits: int = 2) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def dist(d: dict, digits: int = 2) -> str:
+    if not d or d.get("median") is None:
+        return "n/a"
+    return f"{d['median']:.{digits}f} (p10 {d['p10']:.{digits}f})"
+
+
+def classification_table(result: dict, group: str) -> list[str]:
+    lines = [
+        "| model | clean UAR | masked UAR | noise-control UAR | clean acc | masked acc | "
+        "noise acc | MI clean / masked / noise (bits) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, clean in result[group]["clean"].items():
+        masked = result[group]["masked"][name]
+        noise = result[group]["noise"][name]
+        lines.append(
+            f"| {name} | {pct(clean['uar'])} | {pct(masked['uar'])} | {pct(noise['uar'])} | "
+            f"{pct(clean['accuracy'])} | {pct(masked['accuracy'])} | {pct(noise['accuracy'])} | "
+            f"{num(clean['mi_bits'])} / {num(masked['mi_bits'])} / {num(noise['mi_bits'])} |"
+        )
+    return lines
+
+
+def recall_table(result: dict, group: str) -> list[str]:
+    classes = result["classes"]
+    lines = [
+        "| model | condition | " + " | ".join(classes) + " |",
+        "|---|---|" + "---|" * len(classes),
+    ]
+    for name in result[group]["clean"]:
+        for cond in ("clean", "masked", "noise"):
+            rec = result[group][cond][name]["per_class_recall"]
+            lines.append(
+                f"| {name} | {cond} | " + " | ".join(pct(rec.get(c)) for c in classes) + " |"
+            )
+    return lines
+
+
+def markdown(result: dict, command: str) -> str:
+    m = result["masker"]
+    chance = result["chance_uar"]
+    lines = [
+        f"# plainsight evaluate: {result['corpus']}",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"- Clips: {result['clips']} from held-out test speakers {result['test_speakers']} "
+        f"({result['selection']}), {result['audio_seconds']:.0f} s of audio.",
+        f"- Masker: models {m['models']}, backend {m['backend']}, {m['threads']} thread(s), "
+        f"method {m['method']}, steps {m['steps']}, "
+        + (f"eps {m['eps']}" if m.get("eps") is not None else f"SNR budget {m['snr_db']} dB")
+        + f", objective {m['objective']}, envelope {m['envelope']}.",
+        f"- Chance UAR: {pct(chance)} %. Masking real-time factor: {result['rtf']:.4f} "
+        "(processing seconds per audio second, whole evaluation loop).",
+        f"- Output lengths equal input lengths: {result['lengths_equal']}.",
+        "- Noise control: random +/-a sign noise with a = RMS of each clip's perturbation "
+        "(the same SNR as the masked clip).",
+        "",
+        "## White-box (the model(s) whose gradient was used), % ",
+        "",
+        *classification_table(result, "whitebox"),
+        "",
+        "## Transfer to held-out models (never gave a gradient), %",
+        "",
+    ]
+    if result["transfer"]["clean"]:
+        lines += classification_table(result, "transfer")
+        lines += ["", "Per-class recall, %:", "", *recall_table(result, "transfer")]
+    else:
+        lines.append("No attacker models found (export/artifacts/<corpus>-attacker-*).")
+    q = result["quality"]
+    lines += [
+        "",
+        "## Quality: median (10th percentile)",
+        "",
+        "| condition | SNR dB | PESQ-wb | STOI |",
+        "|---|---|---|---|",
+    ]
+    for cond in ("masked", "noise"):
+        lines.append(
+            f"| {cond} | {dist(q[cond]['snr_db'], 1)} | {dist(q[cond].get('pesq_wb'))} | "
+            f"{dist(q[cond].get('stoi'), 3)} |"
+        )
+    if "asr" in result:
+        a = result["asr"]
+        lines += [
+            "",
+            f"## Speech-to-text (Whisper base, faster-whisper {a['compute_type']}, "
+            f"language {a['language']}, {a['clips']} clips), WER %",
+            "",
+            "| clean | masked | noise control |",
+            "|---|---|---|",
+            f"| {pct(a['clean']['wer'])} | {pct(a['masked']['wer'])} | {pct(a['noise']['wer'])} |",
+        ]
+    lines += [
+        "",
+        "## Targets at this operating point",
+        "",
+        "| target | measured | ok |",
+        "|---|---|---|",
+    ]
+    for name, t in result["targets"].items():
+        extra = ""
+        if "beats_noise_by" in t:
+            extra = (
+                f" (noise control {pct(t['noise_control_uar'])}, "
+                f"masking beats it by {pct(t['beats_noise_by'])} pts)"
+            )
+        value = t["value"]
+        shown = pct(value) if ("UAR" in name or "WER" in name) else num(value, 3)
+        lines.append(f"| {name} | {shown}{extra} | {'yes' if t['ok'] else 'NO'} |")
+    if "curves" in result:
+        lines += ["", *curve_tables(result)]
+    lines += ["", f"Total time: {result['seconds']:.0f} s.", ""]
+    return "\n".join(lines)
+
+
+def curve_tables(result: dict) -> list[str]:
+    c = result["curves"]
+    lines = ["## Accuracy vs steps (operating-point budget), UAR %", ""]
+    names = list(c["steps"][0]["whitebox"]) + list(c["steps"][0]["transfer"])
+    lines += ["| steps | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for row in c["steps"]:
+        vals = row["whitebox"] | row["transfer"]
+        lines.append(f"| {row['steps']} | " + " | ".join(pct(vals[n]["uar"]) for n in names) + " |")
+    lines += [
+        "",
+        "## Budget sweep (SNR setting), UAR % masked [noise control]",
+        "",
+        "| SNR setting | median SNR | PESQ-wb | STOI | WER (clean) | " + " | ".join(names) + " |",
+        "|---|---|---|---|---|" + "---|" * len(names),
+    ]
+    for row in c["budget"]:
+        cells = []
+        for n in names:
+            masked = (row["whitebox"] | row["transfer"])[n]["uar"]
+            noise = (row["noise_whitebox"] | row["noise_transfer"])[n]["uar"]
+            cells.append(f"{pct(masked)} [{pct(noise)}]")
+        wer = f"{pct(row.get('wer'))} ({pct(row.get('wer_clean'))})"
+        lines.append(
+            f"| {row['snr_db_setting']:g} | {num(row['median_snr_db'], 1)} | "
+            f"{num(row['median_pesq_wb'])} | {num(row['median_stoi'], 3)} | {wer} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    return lines
+
+
+def save_figure(fig, path: Path) -> Path:
+    """Write a matplotlib figure as PNG atomically and close it."""
+    import matplotlib.pyplot as plt
+
+    fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def plots(result: dict, out: Path) -> list[Path]:
+    """accuracy_vs_steps.png, accuracy_vs_budget.png, wer_vs_budget.png (if curves ran)."""
+    if "curves" not in result:
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    c = result["curves"]
+    chance = result["chance_uar"]
+    written = []
+
+    def save(fig, name):
+        written.append(save_figure(fig, out / name))
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    steps = [r["steps"] for r in c["steps"]]
+    for group, style in (("whitebox", "-o"), ("transfer", "--s")):
+        for name in c["steps"][0][group]:
+            ax.plot(
+                steps,
+                [100 * r[group][name]["accuracy"] for r in c["steps"]],
+                style,
+                label=f"{name} ({group})",
+            )
+    ax.axhline(100 * chance, color="grey", lw=0.8, ls=":", label="chance UAR")
+    ax.set_xlabel(f"{c['steps'][0]['method']} steps")
+    ax.set_ylabel("accuracy %")
+    ax.set_title(f"{result['corpus']}: accuracy vs steps at {result['masker'].get('snr_db')} dB")
+    ax.legend(fontsize=7)
+    save(fig, "accuracy_vs_steps.png")
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    snr = [r["snr_db_setting"] for r in c["budget"]]
+    for ax, group in zip(axes, ("whitebox", "transfer"), strict=True):
+        for name in c["budget"][0][group]:
+            (line,) = ax.plot(
+                snr,
+                [100 * r[group][name]["uar"] for r in c["budget"]],
+                "-o",
+                label=f"{name} masked",
+            )
+            ax.plot(
+                snr,
+                [100 * r[f"noise_{group}"][name]["uar"] for r in c["budget"]],
+                ":",
+                color=line.get_color(),
+                label=f"{name} noise control",
+            )
+        ref = result.get("spectrogram_reference")
+        if ref and group == "whitebox":
+            ax.plot(
+                [r["snr_db"] for r in ref["rows"]],
+                [100 * r["uar"] for r in ref["rows"]],
+                "k--^",
+                label="log-mel FGSM (reference)",
+            )
+        ax.axhline(100 * chance, color="grey", lw=0.8, ls="--", label="chance")
+        ax.invert_xaxis()
+        ax.set_xlabel("SNR budget (dB), stronger to the right")
+        ax.set_title(f"{group} UAR")
+        ax.legend(fontsize=6)
+    axes[0].set_ylabel("UAR %")
+    save(fig, "accuracy_vs_budget.png")
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    if any("wer" in r for r in c["budget"]):
+        ax.plot(snr, [100 * r["wer"] for r in c["budget"]], "-o", label="WER masked")
+        ax.axhline(100 * c["budget"][0]["wer_clean"], color="grey", ls="--", label="WER clean")
+    ax2 = ax.twinx()
+    ax2.plot(snr, [r["median_pesq_wb"] for r in c["budget"]], "-s", color="C2", label="PESQ-wb")
+    ax2.set_ylabel("median PESQ-wb")
+    ax.invert_xaxis()
+    ax.set_xlabel("SNR budget (dB)")
+    ax.set_ylabel("WER %")
+    ax.set_ylim(bottom=0)
+    ax.set_title(f"{result['corpus']}: speech-to-text and quality vs budget")
+    ax.legend(loc="center left", fontsize=7)
+    ax2.legend(loc="lower left", fontsize=7)
+    save(fig, "wer_vs_budget.png")
+    return written
+
+
+def write_all(result: dict, out: Path, command: str, stem: str = "evaluate") -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / f"{stem}.json", result)
+    atomic_write_bytes(out / f"{stem}.md", markdown(result, command).encode())
+    return [out / f"{stem}.json", out / f"{stem}.md", *plots(result, out)]
