@@ -1,0 +1,224 @@
+"""Export a checkpoint to a model directory: ONNX + TFLite graphs and manifest.json.
+
+Layout and manifest: docs/ARCHITECTURE.md ("Model directory"). Exports are deterministic
+(same checkpoint + same tool versions -> byte-identical files), so `plainsight-export build
+--check` can compare hashes. A directory is written into a temp folder and renamed into place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from importlib import metadata
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from plainsight_export.gradgraph import ForwardGraph, GradientGraph
+from plainsight_export.models import Model
+
+OPSET = 17
+FORMAT = 1
+VERSION = "1.0.0"
+GRAPH_IO = {
+    "grad": (("waveform", "target"), ("logits", "grad")),
+    "forward": (("waveform",), ("logits",)),
+}
+BACKENDS = ("onnx", "tflite")
+SUFFIX = {"onnx": ".onnx", "tflite": ".tflite"}
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def tool_versions() -> dict[str, str]:
+    versions = {"torch": torch.__version__.split("+")[0]}
+    for dist, key in (("onnx", "onnx"), ("litert-torch", "litert_torch")):
+        try:
+            versions[key] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[key] = "missing"
+    return versions
+
+
+def build_graph(model: nn.Module, graph: str) -> nn.Module:
+    """The exportable module for `graph` ("grad" or "forward")."""
+    if graph == "grad":
+        return GradientGraph(model)
+    if graph == "forward":
+        # Gradient-capable models get the folded graph; other families export as they are.
+        return ForwardGraph(model) if isinstance(model, Model) else model.eval()
+    raise ValueError(f"unknown graph {graph!r}")
+
+
+def example_inputs(graph: str, batch: int, n_samples: int, n_classes: int) -> dict:
+    gen = torch.Generator().manual_seed(0)
+    inputs = {"waveform": 0.1 * torch.randn(batch, n_samples, generator=gen)}
+    if graph == "grad":
+        inputs["target"] = torch.full((batch, n_classes), 1.0 / n_classes)
+    return inputs
+
+
+class _NamedOutputs(nn.Module):
+    """Keyword inputs and a dict of outputs, so TFLite tensors carry the contract's names."""
+
+    def __init__(self, inner: nn.Module, graph: str):
+        super().__init__()
+        self.inner = inner
+        self.output_names = GRAPH_IO[graph][1]
+
+    def forward(self, waveform, target=None):
+        out = self.inner(waveform) if target is None else self.inner(waveform, target)
+        out = out if isinstance(out, tuple) else (out,)
+        return dict(zip(self.output_names, out, strict=True))
+
+
+@contextlib.contextmanager
+def _quiet():
+    """The exporters print progress and warnings; keep the CLI output readable."""
+    sink = io.StringIO()
+    level = logging.root.level
+    logging.disable(logging.WARNING)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            try:
+                yield
+            finally:
+                logging.disable(logging.NOTSET)
+                logging.root.setLevel(level)
+
+
+def export_onnx(module: nn.Module, graph: str, inputs: dict, path: Path) -> None:
+    """TorchScript-based torch.onnx exporter (deterministic), dynamic batch on every tensor."""
+    in_names, out_names = GRAPH_IO[graph]
+    with _quiet(), torch.no_grad():
+        torch.onnx.export(
+            module,
+            tuple(inputs[name] for name in in_names),
+            str(path),
+            input_names=list(in_names),
+            output_names=list(out_names),
+            opset_version=OPSET,
+            dynamo=False,
+            dynamic_axes={name: {0: "B"} for name in in_names + out_names},
+            do_constant_folding=True,
+        )
+
+
+def export_tflite(module: nn.Module, graph: str, inputs: dict, path: Path) -> None:
+    """litert-torch conversion (builtin ops only), batch 1."""
+    import litert_torch
+
+    sample = {name: tensor[:1] for name, tensor in inputs.items()}
+    with _quiet():
+        converted = litert_torch.convert(_NamedOutputs(module, graph).eval(), sample_kwargs=sample)
+        converted.export(str(path))
+
+
+def _json_safe(value):
+    try:
+        json.dumps(value)
+        return value
+    except TypeError:
+        return None
+
+
+def manifest_for(ckpt: dict, name: str, graphs: dict, files: dict, checkpoint_ref: dict) -> dict:
+    classes = list(ckpt["classes"])
+    window = int(ckpt["window_samples"])
+    metrics = {k: _json_safe(v) for k, v in (ckpt.get("metrics") or {}).items()}
+    metrics.setdefault("chance_uar", 1.0 / len(classes))
+    return {
+        "format": FORMAT,
+        "name": name,
+        "version": VERSION,
+        "corpus": ckpt["corpus"],
+        "arch": ckpt["arch"],
+        "role": ckpt.get("role", "default"),
+        "classes": classes,
+        "features": dict(ckpt["features"]),
+        "sample_rate": int(ckpt["features"]["sample_rate"]),
+        "window_samples": window,
+        "graphs": graphs,
+        "files": files,
+        "opset": OPSET,
+        "metrics": metrics,
+        "checkpoint": checkpoint_ref,
+        "seed": ckpt.get("seed"),
+        "versions": tool_versions(),
+    }
+
+
+def graph_shapes(graph: str, window: int, n_classes: int) -> dict:
+    shape = {"waveform": ["B", window], "target": ["B", n_classes]}
+    shape.update(logits=["B", n_classes], grad=["B", window])
+    in_names, out_names = GRAPH_IO[graph]
+    return {
+        "inputs": {n: shape[n] for n in in_names},
+        "outputs": {n: shape[n] for n in out_names},
+    }
+
+
+def export_model_dir(
+    model: nn.Module,
+    ckpt: dict,
+    out_dir: str | os.PathLike,
+    name: str,
+    graphs: tuple[str, ...] = ("grad", "forward"),
+    backends: tuple[str, ...] = BACKENDS,
+    checkpoint_ref: dict | None = None,
+) -> dict:
+    """Write <out_dir>/{manifest.json, <graph>.<backend>} atomically; return the manifest."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    n_classes, window = len(ckpt["classes"]), int(ckpt["window_samples"])
+    if "grad" in graphs and not isinstance(model, Model):
+        raise TypeError(f"{name}: arch {ckpt['arch']} has no gradient graph (forward only)")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        files, graph_meta = {}, {}
+        for graph in graphs:
+            module = build_graph(model, graph).eval()
+            inputs = example_inputs(graph, 2, window, n_classes)
+            graph_meta[graph] = graph_shapes(graph, window, n_classes)
+            for backend in backends:
+                fname = graph + SUFFIX[backend]
+                exporter = export_onnx if backend == "onnx" else export_tflite
+                exporter(module, graph, inputs, tmp / fname)
+                files[fname] = {
+                    "graph": graph,
+                    "backend": backend,
+                    "batch": "dynamic" if backend == "onnx" else 1,
+                    "sha256": sha256_file(tmp / fname),
+                    "bytes": (tmp / fname).stat().st_size,
+                }
+        manifest = manifest_for(ckpt, name, graph_meta, files, checkpoint_ref or {})
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        os.chmod(tmp, 0o755)
+        if out_dir.exists():
+            old = out_dir.with_name(f".{out_dir.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            out_dir.rename(old)
+            tmp.rename(out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest

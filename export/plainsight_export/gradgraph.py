@@ -1,0 +1,322 @@
+"""Input-gradient graphs built only from forward operators (so ONNX and TFLite can export them).
+
+`GradientGraph(model)` maps (waveform [B, N], target [B, C]) -> (logits [B, C], grad [B, N]) with
+grad = d sum_b CE(target_b, softmax(logits_b)) / d waveform, written out by hand:
+batch norm folded into the conv / linear before it (eval mode), ReLU as a mask, conv backward as a
+transposed conv (or zero insertion + conv with the flipped kernel), linear backward as a matmul
+with W, mean-pool backward as a broadcast / T, and the log-mel front end backward
+(d/dlog -> / (mel + floor) -> mel^T -> 2 re, 2 im -> DFT^T with overlap-add -> crop the padding).
+torch autograd is only the reference in tests and `verify`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from plainsight_export.models import GlobalMeanPool, Model, check_body
+
+CONV_BACKWARD = ("transpose", "dilate")
+FRONTEND_MODES = ("matmul", "conv")
+
+
+def _bn_scale_shift(bn: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eval-mode batch norm as y = x * scale + shift (float64)."""
+    var = bn.running_var.double()
+    scale = torch.ones_like(var) if bn.weight is None else bn.weight.detach().double()
+    shift = torch.zeros_like(var) if bn.bias is None else bn.bias.detach().double()
+    scale = scale / torch.sqrt(var + bn.eps)
+    return scale, shift - bn.running_mean.double() * scale
+
+
+def compile_body(body: nn.Sequential) -> list[tuple[str, dict]]:
+    """Body -> list of (kind, spec) steps with every batch norm folded or made an affine."""
+    check_body(body)
+    steps: list[tuple[str, dict]] = []
+    layers = [layer for layer in body if not isinstance(layer, nn.Dropout)]
+    i = 0
+    while i < len(layers):
+        layer = layers[i]
+        nxt = layers[i + 1] if i + 1 < len(layers) else None
+        if isinstance(layer, (nn.Conv2d, nn.Linear)):
+            weight = layer.weight.detach().double()
+            bias = (
+                torch.zeros(weight.shape[0], dtype=torch.float64)
+                if layer.bias is None
+                else layer.bias.detach().double()
+            )
+            is_conv = isinstance(layer, nn.Conv2d)
+            bn_type = nn.BatchNorm2d if is_conv else nn.BatchNorm1d
+            if isinstance(nxt, bn_type):
+                scale, shift = _bn_scale_shift(nxt)
+                weight = weight * scale.reshape(-1, *([1] * (weight.dim() - 1)))
+                bias = bias * scale + shift
+                i += 1
+            spec = {"weight": weight.float(), "bias": bias.float()}
+            if is_conv:
+                spec.update(stride=layer.stride, padding=layer.padding, groups=layer.groups)
+            steps.append(("conv" if is_conv else "linear", spec))
+        elif isinstance(layer, (nn.BatchNorm2d, nn.BatchNorm1d)):
+            scale, shift = _bn_scale_shift(layer)
+            steps.append(("affine", {"scale": scale.float(), "shift": shift.float()}))
+        elif isinstance(layer, nn.ReLU):
+            steps.append(("relu", {}))
+        elif isinstance(layer, nn.Flatten):
+            if layer.start_dim != 1 or layer.end_dim != -1:
+                raise TypeError("Flatten must flatten dims 1..-1")
+            steps.append(("flatten", {}))
+        elif isinstance(layer, GlobalMeanPool):
+            steps.append(("mean", {"dims": tuple(sorted(layer.dims))}))
+        else:  # check_body already refused anything else
+            raise TypeError(f"unsupported body op {type(layer).__name__}")
+        i += 1
+    return steps
+
+
+def _channel_view(t: torch.Tensor, ndim: int) -> torch.Tensor:
+    """Per-channel vector [C] shaped to broadcast over [B, C, ...] of ndim dims."""
+    return t.reshape(1, -1, *([1] * (ndim - 2)))
+
+
+def _dilate(x: torch.Tensor, stride: tuple[int, int]) -> torch.Tensor:
+    """Insert stride-1 zeros between rows / columns of [B, C, H, W] (5-D at most, for TFLite)."""
+    b_, c, h, w = x.shape
+    sh, sw = stride
+    if sh > 1:
+        x = F.pad(x.unsqueeze(3), (0, 0, 0, sh - 1)).reshape(-1, c, h * sh, w)
+        x = x[:, :, : (h - 1) * sh + 1]
+        h = (h - 1) * sh + 1
+    if sw > 1:
+        x = F.pad(x.unsqueeze(4), (0, sw - 1)).reshape(-1, c, h, w * sw)
+        x = x[:, :, :, : (w - 1) * sw + 1]
+    return x
+
+
+class _Graph(nn.Module):
+    """Shared forward (front end + folded body) that can keep what the backward pass needs."""
+
+    def __init__(self, model: Model, conv_backward: str, frontend_mode: str):
+        super().__init__()
+        if not isinstance(model, Model):
+            raise TypeError(f"need a plainsight Model (front end + body), got {type(model)}")
+        if conv_backward not in CONV_BACKWARD:
+            raise ValueError(f"conv_backward must be one of {CONV_BACKWARD}")
+        if frontend_mode not in FRONTEND_MODES:
+            raise ValueError(f"frontend_mode must be one of {FRONTEND_MODES}")
+        fe = model.frontend
+        self.cfg = fe.cfg
+        self.pad = fe.pad
+        self.hop = fe.hop
+        self.win = int(fe.dft_kernels.shape[-1])
+        self.n_bins = fe.n_bins
+        self.log_floor = fe.log_floor
+        self.conv_backward = conv_backward
+        self.frontend_mode = frontend_mode
+        kernels = fe.dft_kernels.detach().clone()  # [2 bins, 1, win]
+        if frontend_mode == "conv":
+            self.register_buffer("dft_kernels", kernels)
+        else:
+            self.register_buffer("dft_matrix", kernels[:, 0, :].t().contiguous())  # [win, 2 bins]
+        self.register_buffer("mel_fb", fe.mel_fb.detach().clone())
+        self.register_buffer("mean", fe.mean.detach().clone())
+        self.register_buffer("inv_std", 1.0 / fe.std.detach().clone())
+        self.steps = []  # (kind, spec without tensors); tensors become buffers s<idx>_<key>
+        for idx, (kind, spec) in enumerate(compile_body(model.body)):
+            for key, value in spec.items():
+                if isinstance(value, torch.Tensor):
+                    self.register_buffer(f"s{idx}_{key}", value.contiguous())
+                    if kind == "conv" and key == "weight" and conv_backward == "dilate":
+                        self.register_buffer(f"s{idx}_flipped", self._flip_weight(value, spec))
+            plain = {k: v for k, v in spec.items() if not isinstance(v, torch.Tensor)}
+            self.steps.append((kind, plain))
+        self.eval()
+
+    @staticmethod
+    def _flip_weight(weight: torch.Tensor, spec: dict) -> torch.Tensor:
+        """Kernel of the adjoint conv: swap in/out channels per group, flip space."""
+        groups = spec["groups"]
+        c_out, c_in_g, kh, kw = weight.shape
+        w = weight.reshape(groups, c_out // groups, c_in_g, kh, kw).transpose(1, 2)
+        return w.reshape(groups * c_in_g, c_out // groups, kh, kw).flip(2, 3).contiguous()
+
+    def _p(self, idx: int, key: str) -> torch.Tensor:
+        return getattr(self, f"s{idx}_{key}")
+
+    # ---- front end ------------------------------------------------------------------------
+    def _n_chunks(self) -> int:
+        return math.ceil(self.win / self.hop)
+
+    def _frames(self, padded: torch.Tensor, n_frames: int) -> torch.Tensor:
+        """[B, N + 2 pad] -> [B, T, win] using only pad / reshape / slice / concat."""
+        k = self._n_chunks()
+        need = (n_frames + k - 1) * self.hop
+        have = padded.shape[-1]
+        padded = F.pad(padded, (0, need - have)) if need > have else padded[:, :need]
+        chunks = padded.reshape(-1, n_frames + k - 1, self.hop)
+        frames = torch.cat([chunks[:, j : j + n_frames] for j in range(k)], dim=2)
+        return frames[:, :, : self.win]
+
+    def _overlap_add(self, frames: torch.Tensor, n_samples: int) -> torch.Tensor:
+        """Adjoint of _frames + padding: [B, T, win] -> d/dwaveform [B, N]."""
+        k = self._n_chunks()
+        n_frames = frames.shape[1]
+        frames = F.pad(frames, (0, k * self.hop - self.win)).reshape(-1, n_frames, k, self.hop)
+        total = None
+        for j in range(k):
+            part = F.pad(frames[:, :, j], (0, 0, j, k - 1 - j))  # shift j chunks down in time
+            total = part if total is None else total + part
+        flat = total.reshape(-1, (n_frames + k - 1) * self.hop)
+        need = self.pad + n_samples
+        if need > flat.shape[-1]:
+            flat = F.pad(flat, (0, need - flat.shape[-1]))
+        return flat[:, self.pad : need]
+
+    def _spectrum(self, waveform: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Re, Im of each frame, [B, T, bins] each."""
+        n_frames = self.cfg.n_frames(waveform.shape[-1])
+        padded = F.pad(waveform, (self.pad, self.pad))
+        if self.frontend_mode == "conv":
+            spec = F.conv1d(padded.unsqueeze(1), self.dft_kernels, stride=self.hop)
+            spec = spec.transpose(1, 2)
+        else:
+            spec = torch.matmul(self._frames(padded, n_frames), self.dft_matrix)
+        return spec[:, :, : self.n_bins], spec[:, :, self.n_bins :]
+
+    def _spectrum_backward(self, d_spec: torch.Tensor, n_samples: int) -> torch.Tensor:
+        """d/d[re, im] [B, T, 2 bins] -> d/dwaveform [B, N]."""
+        if self.frontend_mode == "conv":
+            d_spec = d_spec.transpose(1, 2)
+            n_frames = d_spec.shape[-1]
+            produced = (n_frames - 1) * self.hop + self.win
+            full = F.conv_transpose1d(d_spec, self.dft_kernels, stride=self.hop)[:, 0]
+            need = self.pad + n_samples
+            if need > produced:
+                full = F.pad(full, (0, need - produced))
+            return full[:, self.pad : need]
+        # (K @ d_spec^T)^T rather than d_spec @ K^T: a folded K^T would store the DFT twice.
+        frames = torch.matmul(self.dft_matrix, d_spec.transpose(1, 2)).transpose(1, 2)
+        return self._overlap_add(frames, n_samples)
+
+    # ---- body -----------------------------------------------------------------------------
+    def _conv(self, idx: int, spec: dict, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(
+            x,
+            self._p(idx, "weight"),
+            self._p(idx, "bias"),
+            spec["stride"],
+            spec["padding"],
+            1,
+            spec["groups"],
+        )
+
+    def _conv_input_grad(self, idx: int, spec: dict, g: torch.Tensor, x_shape) -> torch.Tensor:
+        weight = self._p(idx, "weight")
+        kh, kw = weight.shape[2:]
+        (sh, sw), (ph, pw) = spec["stride"], spec["padding"]
+        out_h, out_w = g.shape[2:]
+        extra_h = x_shape[2] - ((out_h - 1) * sh - 2 * ph + kh)
+        extra_w = x_shape[3] - ((out_w - 1) * sw - 2 * pw + kw)
+        if self.conv_backward == "transpose":
+            # VALID transposed conv, then crop the forward padding (TFLite has no padded one).
+            full = F.conv_transpose2d(g, weight, None, (sh, sw), 0, 0, spec["groups"])
+            full = F.pad(full, (0, max(extra_w - pw, 0), 0, max(extra_h - ph, 0)))
+            return full[:, :, ph : ph + x_shape[2], pw : pw + x_shape[3]]
+        g = _dilate(g, (sh, sw))
+        # Full correlation with the flipped kernel; crop the forward padding, add the unused tail.
+        g = F.pad(g, (kw - 1 - pw, kw - 1 - pw + extra_w, kh - 1 - ph, kh - 1 - ph + extra_h))
+        return F.conv2d(g, self._p(idx, "flipped"), None, 1, 0, 1, spec["groups"])
+
+    def _body(self, x: torch.Tensor, keep: bool):
+        saved = []
+        for idx, (kind, spec) in enumerate(self.steps):
+            saved.append(x if keep else None)
+            if kind == "conv":
+                x = self._conv(idx, spec, x)
+            elif kind == "linear":
+                x = F.linear(x, self._p(idx, "weight"), self._p(idx, "bias"))
+            elif kind == "affine":
+                x = x * _channel_view(self._p(idx, "scale"), x.dim()) + _channel_view(
+                    self._p(idx, "shift"), x.dim()
+                )
+            elif kind == "relu":
+                x = torch.relu(x)
+                saved[-1] = x if keep else None  # the mask comes from the output
+            elif kind == "flatten":
+                x = x.flatten(1)
+            elif kind == "mean":
+                x = x.mean(dim=spec["dims"])
+        return x, saved
+
+    def _body_backward(self, g: torch.Tensor, saved: list) -> torch.Tensor:
+        for idx in range(len(self.steps) - 1, -1, -1):
+            kind, spec = self.steps[idx]
+            x = saved[idx]
+            if kind == "conv":
+                g = self._conv_input_grad(idx, spec, g, x.shape)
+            elif kind == "linear":
+                g = torch.matmul(g, self._p(idx, "weight"))
+            elif kind == "affine":
+                g = g * _channel_view(self._p(idx, "scale"), g.dim())
+            elif kind == "relu":
+                g = torch.where(x > 0, g, torch.zeros_like(g))
+            elif kind == "flatten":
+                g = g.reshape(-1, *x.shape[1:])
+            elif kind == "mean":
+                count = 1
+                for d in spec["dims"]:
+                    g = g.unsqueeze(d)
+                    count *= x.shape[d]
+                g = g.expand_as(x) * (1.0 / count)
+        return g
+
+    # ---- whole model ----------------------------------------------------------------------
+    def _features(self, waveform: torch.Tensor):
+        re, im = self._spectrum(waveform)
+        power = re * re + im * im
+        mel = torch.matmul(power, self.mel_fb) + self.log_floor
+        feats = (torch.log(mel) - self.mean) * self.inv_std
+        return feats.unsqueeze(1), (re, im, mel)
+
+    def logits(self, waveform: torch.Tensor) -> torch.Tensor:
+        feats, _ = self._features(waveform)
+        return self._body(feats, keep=False)[0]
+
+
+class ForwardGraph(_Graph):
+    """waveform [B, N] -> logits [B, C], batch norm folded (the grad graph's arithmetic)."""
+
+    def __init__(self, model: Model, frontend_mode: str = "matmul"):
+        super().__init__(model, "transpose", frontend_mode)
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        return self.logits(waveform)
+
+
+class GradientGraph(_Graph):
+    """(waveform [B, N], target [B, C]) -> (logits [B, C], d CE / d waveform [B, N])."""
+
+    def __init__(self, model: Model, conv_backward: str = "transpose", frontend_mode="matmul"):
+        super().__init__(model, conv_backward, frontend_mode)
+
+    def forward(self, waveform: torch.Tensor, target: torch.Tensor):
+        feats, (re, im, mel) = self._features(waveform)
+        logits, saved = self._body(feats, keep=True)
+        # d CE / d logits = softmax * sum(target) - target (target need not sum to one).
+        g = torch.softmax(logits, dim=-1) * target.sum(dim=-1, keepdim=True) - target
+        g = self._body_backward(g, saved)[:, 0]  # [B, T, mels]
+        d_power = torch.matmul(g * self.inv_std / mel, self.mel_fb.t())  # [B, T, bins]
+        d_spec = torch.cat([re * d_power, im * d_power], dim=2) * 2.0
+        return logits, self._spectrum_backward(d_spec, waveform.shape[-1])
+
+
+def autograd_reference(model: nn.Module, waveform: torch.Tensor, target: torch.Tensor):
+    """(logits, grad) of the original eval-mode model by torch.autograd (the test oracle)."""
+    model = model.eval()
+    x = waveform.detach().clone().requires_grad_(True)
+    logits = model(x)
+    loss = -(target * torch.log_softmax(logits, dim=-1)).sum()
+    (grad,) = torch.autograd.grad(loss, x)
+    return logits.detach(), grad.detach()
