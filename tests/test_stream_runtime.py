@@ -197,3 +197,24 @@ def test_stream_cli_one_byte_chunks_sigterm_flush_and_status(masker, tmp_path):
     for key in ("started_at", "uptime_s", "samples_in", "frames", "rtf", "last_error", "model"):
         assert key in record
     assert record["backend"] == "onnx"
+
+
+def test_stream_other_rate_keeps_count_and_chunking(masker):
+    from plainsight.resample import resample
+
+    pcm16 = speechlike_pcm(0.8, seed=3).astype(np.float32) / 32768
+    pcm = np.round(resample(pcm16, 16000, 48000) * 32767).astype("<i2")
+
+    def run(chunks):
+        proc = StreamProcessor(masker, 48000, HOP_MS)
+        outputs, i = [], 0
+        for size in chunks:
+            outputs += proc.push(pcm[i : i + size])
+            i += size
+        return np.concatenate(outputs + [proc.flush()])
+
+    whole = run([len(pcm)])
+    assert len(whole) == len(pcm)
+    assert np.array_equal(whole, run([1000, 7, 20000, len(pcm)]))
+    diff = np.abs(whole.astype(np.int32) - pcm)
+    assert 0 < diff.max() < 0.1 * 32768

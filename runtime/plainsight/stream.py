@@ -16,12 +16,11 @@ import sys
 import tempfile
 import time
 from datetime import datetime, timezone
-from math import ceil
+from math import ceil, gcd
 from pathlib import Path
 
 import numpy as np
 
-from plainsight.masker import to_input_rate
 from plainsight.resample import resample
 
 FAIL_AFTER_ENV = "PLAINSIGHT_TEST_FAIL_AFTER"  # test hook: model run fails after N frames
@@ -33,24 +32,37 @@ def to_pcm(samples: np.ndarray) -> np.ndarray:
 
 
 class StreamProcessor:
-    """Stateful causal masker over int16 samples at `rate`."""
+    """Stateful causal masker over int16 samples at `rate`.
+
+    History is kept at the model rate: the raw signal and the perturbation already sent.
+    At other rates, hops are whole multiples of the rates' common grid, so every hop maps
+    to a whole number of model-rate samples and only the new hop is resampled.
+    """
 
     def __init__(self, masker, rate: int = 16000, hop_ms: float = 250.0):
         self.masker = masker
         self.rate = int(rate)
-        self.hop = max(1, round(self.rate * hop_ms / 1000))
-        model_rate, model_window = masker.sample_rate, masker.window
-        self.window = ceil(model_window * self.rate / model_rate)
-        if self.hop > self.window:
+        model_rate, window = masker.sample_rate, masker.window
+        g = gcd(self.rate, model_rate)
+        self.unit, self.unit16 = self.rate // g, model_rate // g  # same duration
+        units = max(1, round(self.rate * hop_ms / 1000 / self.unit))
+        self.hop = units * self.unit
+        if units * self.unit16 > window:
             raise ValueError(f"hop {hop_ms} ms is longer than the model window")
-        self.raw = np.zeros(self.window, np.float32)
-        self.masked = np.zeros(self.window, np.float32)
-        self.seen = 0
+        self.context = self.unit * ceil(256 / self.unit)  # resampler support, input samples
+        self.tail = np.zeros(self.context, np.float32)  # last raw input samples
+        self.raw16 = np.zeros(window, np.float32)
+        self.delta16 = np.zeros(window, np.float32)  # perturbation already sent
+        self.seen16 = 0
         self.pending = np.zeros(0, "<i2")
         self.frames = 0
         self.busy_s = 0.0
         fail_after = os.environ.get(FAIL_AFTER_ENV)
         self._fail_after = int(fail_after) if fail_after else None
+
+    @property
+    def same_rate(self) -> bool:
+        return self.rate == self.masker.sample_rate
 
     def push(self, samples: np.ndarray) -> list[np.ndarray]:
         """Queue int16 samples; returns the masked outputs of every completed hop."""
@@ -67,48 +79,57 @@ class StreamProcessor:
         return self.process(rest) if len(rest) else rest
 
     def process(self, pcm: np.ndarray) -> np.ndarray:
-        """Mask one hop (raises if the model fails; the caller decides what to emit)."""
+        """Mask one hop. Raises if the model fails (history still advances, with no
+        perturbation sent); the caller decides what to emit instead."""
         start = time.perf_counter()
-        if self._fail_after is not None and self.frames >= self._fail_after:
-            raise RuntimeError(f"simulated model run failure ({FAIL_AFTER_ENV})")
         n = len(pcm)
         new = pcm.astype(np.float32) / SCALE
-        raw = np.concatenate([self.raw[n:], new])
-        context = np.concatenate([self.masked[n:], new])
-        seen = min(self.seen + n, self.window)
-        out = np.clip(new + self._delta(raw, context, seen, n), -1.0, 1.0)
-        result = to_pcm(out)
-        self.commit(new, result.astype(np.float32) / SCALE)
+        padded_len = -(-n // self.unit) * self.unit  # a short last hop is padded with zeros
+        new = np.pad(new, (0, padded_len - n))
+        n16 = self._ingest(new)
+        if self._fail_after is not None and self.frames > self._fail_after:
+            raise RuntimeError(f"simulated model run failure ({FAIL_AFTER_ENV})")
+        delta16 = self._attack(n16)
+        if self.same_rate:
+            delta = delta16[-n16:]
+        else:
+            segment = np.concatenate([self.delta16[-n16 - self.context_16 : -n16], delta16[-n16:]])
+            delta = resample(segment, self.masker.sample_rate, self.rate)[-len(new) :]
+            limit = float(np.abs(delta16[-n16:]).max())
+            delta = np.clip(delta, -limit, limit)
+        out = to_pcm(np.clip(new + delta, -1.0, 1.0))
+        sent = out.astype(np.float32) / SCALE - new if self.same_rate else delta16[-n16:]
+        self.delta16[-n16:] = sent
         self.busy_s += time.perf_counter() - start
-        return result
+        return out[:n]
 
-    def commit(self, new: np.ndarray, emitted: np.ndarray) -> None:
-        n = len(new)
-        self.raw = np.concatenate([self.raw[n:], new])
-        self.masked = np.concatenate([self.masked[n:], emitted])
-        self.seen = min(self.seen + n, self.window)
+    @property
+    def context_16(self) -> int:
+        return self.context // self.unit * self.unit16
+
+    def _ingest(self, new: np.ndarray) -> int:
+        """Append a hop (a multiple of `unit` samples) to the model-rate history."""
+        if self.same_rate:
+            new16 = new
+        else:
+            both = np.concatenate([self.tail, new])
+            new16 = resample(both, self.rate, self.masker.sample_rate)[self.context_16 :]
+            self.tail = both[-self.context :]
+        n16 = len(new16)
+        self.raw16 = np.concatenate([self.raw16[n16:], new16]).astype(np.float32)
+        self.delta16 = np.concatenate([self.delta16[n16:], np.zeros(n16, np.float32)])
+        self.seen16 = min(self.seen16 + n16, len(self.raw16))
         self.frames += 1
+        return n16
 
-    def _to_model(self, x: np.ndarray) -> np.ndarray:
+    def _attack(self, n16: int) -> np.ndarray:
         m = self.masker
-        if self.rate != m.sample_rate:
-            x = resample(x, self.rate, m.sample_rate)
-        x = x[-m.window :]
-        return np.pad(x, (m.window - len(x), 0)).astype(np.float32)
-
-    def _delta(self, raw, context, seen: int, n: int) -> np.ndarray:
-        m = self.masker
-        raw16, context16 = self._to_model(raw), self._to_model(context)
-        scale = m.sample_rate / self.rate
         valid = np.zeros(m.window, np.float32)
-        valid[m.window - min(m.window, round(seen * scale)) :] = 1.0
-        bound = m.budget(raw16[None], valid[None])[0]
-        bound[: m.window - max(1, round(n * scale))] = 0.0  # the past is already out
-        delta16 = m.perturb(context16[None], bound[None], clean=raw16[None])[0]
-        if self.rate == m.sample_rate:
-            return delta16[-n:]
-        delta = to_input_rate(delta16, bound, m.sample_rate, self.rate, self.window)
-        return delta[-n:].astype(np.float32)
+        valid[m.window - self.seen16 :] = 1.0
+        bound = m.budget(self.raw16[None], valid[None])[0]
+        bound[: m.window - n16] = 0.0  # the past is already out
+        context = self.raw16 + self.delta16  # what listeners got, plus the new raw hop
+        return m.perturb(context[None], bound[None], clean=self.raw16[None])[0]
 
 
 class StatusFile:
@@ -258,10 +279,7 @@ def _emit_hop(processor: StreamProcessor, n: int, fd_out: int, counters: dict, f
     try:
         out = processor.process(hop)
     except Exception as exc:
-        if not fail(exc, n):
-            return False
-        processor.commit(hop.astype(np.float32) / SCALE, np.zeros(n, np.float32))
-        return True
+        return fail(exc, n)
     _write_all(fd_out, out.tobytes())
     counters["samples_out"] += n
     return True
