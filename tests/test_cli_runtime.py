@@ -239,3 +239,18 @@ def test_bench_reports_numbers():
     for key in ("mask_rtf", "stream_rtf", "peak_rss_mb", "import_and_load_s"):
         assert result[key] > 0
     assert result["settings"]["steps"] >= 1
+
+
+def test_mask_flags_reach_the_engine(tmp_path, capsys):
+    src = tmp_path / "in.wav"
+    sf.write(src, speech(2.0), 16000, subtype="FLOAT")
+    out = tmp_path / "out.wav"
+    args = ["mask", str(src), str(out), "--json", "--mask-method", "fgsm", "--mask-eps", "0.003"]
+    assert cli.main(args + ["--mask-target", "neutral", "--backend", "tflite"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert 0.0029 < record["linf"] <= 0.003 + 1e-6
+    masked, _ = sf.read(out, dtype="float32")
+    assert np.abs(masked - speech(2.0)).max() <= 0.003 + 1e-6
+    with pytest.raises(SystemExit) as usage:  # argparse: the budgets exclude each other
+        cli.main(["mask", str(src), str(out), "--mask-eps", "0.01", "--mask-snr-db", "30"])
+    assert usage.value.code == 2

@@ -193,3 +193,22 @@ def test_masking_works_with_torch_unimportable(model_dir, tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert sf.info(out).frames == sf.info(EXAMPLE).frames
+
+
+def test_no_backend_installed_says_what_to_install(model_dir):
+    code = (
+        "import sys\n"
+        "for name in ('onnxruntime', 'ai_edge_litert', 'tflite_runtime'):\n"
+        "    sys.modules[name] = None\n"
+        "from plainsight.masker import Masker\n"
+        "for backend in ('auto', 'onnx', 'tflite'):\n"
+        "    try:\n"
+        f"        Masker(model={str(model_dir)!r}, backend=backend)\n"
+        "    except ImportError as exc:\n"
+        "        print(exc)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 3, proc.stderr
+    assert "pip install onnxruntime" in lines[0] and "pip install onnxruntime" in lines[1]
+    assert "pip install ai-edge-litert" in lines[2]

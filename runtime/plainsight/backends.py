@@ -11,6 +11,7 @@ import importlib
 import importlib.metadata
 import importlib.util
 import os
+import sys
 
 import numpy as np
 
@@ -47,15 +48,22 @@ def _import_onnx():
         return None
 
 
+def _importable(name: str) -> bool:
+    if name in sys.modules:
+        return sys.modules[name] is not None  # None: import blocked on purpose
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def installed_backends() -> list[str]:
     """Installed backends in preference order (onnx first)."""
     found = []
-    if importlib.util.find_spec("onnxruntime") is not None:
+    if _importable("onnxruntime"):
         found.append("onnx")
-    for name in ("ai_edge_litert", "tflite_runtime"):
-        if importlib.util.find_spec(name) is not None:
-            found.append("tflite")
-            break
+    if _importable("ai_edge_litert") or _importable("tflite_runtime"):
+        found.append("tflite")
     return found
 
 
