@@ -45,7 +45,16 @@ def add_engine_arguments(parser: argparse.ArgumentParser, masking: bool = True) 
     from plainsight.masker import DEFAULT_STRENGTH, METHODS, STRENGTHS  # light: numpy only
 
     group = parser.add_argument_group("masking (explicit values override --mask-strength)")
-    group.add_argument("--mask-strength", choices=list(STRENGTHS), default=DEFAULT_STRENGTH)
+    group.add_argument(
+        "--mask-strength",
+        choices=list(STRENGTHS),
+        default=DEFAULT_STRENGTH,
+        help="; ".join(
+            f"{name}: {p['method']} {p['steps']} steps, {p['snr_db']:g} dB SNR"
+            for name, p in STRENGTHS.items()
+        )
+        + f" (default {DEFAULT_STRENGTH})",
+    )
     group.add_argument("--mask-method", choices=list(METHODS))
     group.add_argument("--mask-steps", type=_positive_int, help="iterations (ifgsm, mifgsm)")
     budget = group.add_mutually_exclusive_group()

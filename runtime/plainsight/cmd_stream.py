@@ -25,7 +25,10 @@ def add_arguments(parser) -> None:
         help="if masking fails: exit non-zero (default) or write silence; never raw audio",
     )
     group.add_argument(
-        "--status-file", metavar="PATH", help="JSON health record, rewritten atomically"
+        "--status-file",
+        metavar="PATH",
+        help="JSON health record (samples in/out, frames, rtf, last_error, ...), "
+        "rewritten atomically every ~2 s",
     )
     add_engine_arguments(parser)
 

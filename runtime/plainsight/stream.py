@@ -133,7 +133,12 @@ class StreamProcessor:
 
 
 class StatusFile:
-    """Small JSON health record, rewritten atomically (read by the systemd health check)."""
+    """Small JSON health record, rewritten atomically every ~2 s and at start/stop/failure.
+
+    Keys: started_at, updated_at (ISO UTC), pid, uptime_s, state (starting | running |
+    failing | failed | stopped), samples_in, samples_out, frames (hops processed), rtf
+    (processing s per audio s sent), last_error (null or one line), model, backend.
+    """
 
     def __init__(self, path: str | None, model: str, backend: str, interval_s: float = 2.0):
         self.path = Path(path) if path else None
