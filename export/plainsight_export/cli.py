@@ -1,0 +1,181 @@
+"""plainsight-export: build | build --check | verify DIR... | bench.
+
+build: committed checkpoints (export/checkpoints/<corpus>/*.pt) -> model directories:
+  compact     -> runtime/plainsight/models/<corpus>-compact/   grad + forward, committed
+  seed-cnn    -> export/artifacts/<corpus>-seed-cnn/             grad + forward, not committed
+  attacker-*  -> export/artifacts/<corpus>-attacker-*/           forward only, committed
+build --check: rebuild the committed directories in a temp folder and fail if any file differs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from plainsight_export.verify import REPO_ROOT
+
+CORPORA = ("emodb", "ravdess")
+CHECKPOINTS = REPO_ROOT / "export/checkpoints"
+RUNTIME_MODELS = REPO_ROOT / "runtime/plainsight/models"
+ARTIFACTS = REPO_ROOT / "export/artifacts"
+
+
+@dataclass(frozen=True)
+class Target:
+    checkpoint: Path
+    out_dir: Path
+    name: str
+    graphs: tuple[str, ...]
+    committed: bool
+
+
+def plan(corpora=CORPORA, kinds=("compact", "seed-cnn", "attackers")) -> list[Target]:
+    targets = []
+    for corpus in corpora:
+        folder = CHECKPOINTS / corpus
+        if "compact" in kinds and (folder / "compact.pt").is_file():
+            name = f"{corpus}-compact"
+            targets.append(
+                Target(
+                    folder / "compact.pt", RUNTIME_MODELS / name, name, ("grad", "forward"), True
+                )
+            )
+        if "seed-cnn" in kinds and (folder / "seed-cnn.pt").is_file():
+            name = f"{corpus}-seed-cnn"
+            targets.append(
+                Target(folder / "seed-cnn.pt", ARTIFACTS / name, name, ("grad", "forward"), False)
+            )
+        if "attackers" in kinds:
+            for path in sorted(folder.glob("attacker-*.pt")):
+                name = f"{corpus}-{path.stem}"
+                targets.append(Target(path, ARTIFACTS / name, name, ("forward",), True))
+    return targets
+
+
+def export_target(target: Target, out_dir: Path) -> dict:
+    from plainsight_export.export import export_model_dir, sha256_file
+    from plainsight_export.models import load_checkpoint
+
+    model = load_checkpoint(target.checkpoint)
+    ref = {
+        "path": target.checkpoint.relative_to(REPO_ROOT).as_posix(),
+        "sha256": sha256_file(target.checkpoint),
+    }
+    return export_model_dir(
+        model, model.checkpoint, out_dir, target.name, target.graphs, checkpoint_ref=ref
+    )
+
+
+def _dir_hashes(directory: Path) -> dict[str, str]:
+    from plainsight_export.export import sha256_file
+
+    return {p.name: sha256_file(p) for p in sorted(directory.iterdir()) if p.is_file()}
+
+
+def compare_dirs(committed: Path, rebuilt: Path) -> list[str]:
+    """Differences between a committed model directory and a fresh rebuild (empty = same)."""
+    if not committed.is_dir():
+        return [f"{committed}: missing (run `plainsight-export build` and commit it)"]
+    ours, fresh = _dir_hashes(committed), _dir_hashes(rebuilt)
+    problems = [f"{committed / n}: not produced by the pipeline" for n in ours.keys() - fresh]
+    problems += [f"{committed / n}: missing" for n in fresh.keys() - ours]
+    for name in sorted(ours.keys() & fresh):
+        if ours[name] != fresh[name]:
+            problems.append(f"{committed / name}: differs from the rebuilt file")
+    if "manifest.json" in ours and ours["manifest.json"] != fresh.get("manifest.json", ""):
+        old = json.loads((committed / "manifest.json").read_text())
+        new = json.loads((rebuilt / "manifest.json").read_text())
+        keys = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+        problems.append(f"{committed.name}/manifest.json keys that differ: {keys}")
+    return problems
+
+
+def cmd_build(args) -> int:
+    from plainsight_export.verify import verify_dir
+
+    kinds = tuple(args.only) if args.only else ("compact", "seed-cnn", "attackers")
+    targets = plan(args.corpus or CORPORA, kinds)
+    if args.check:
+        targets = [t for t in targets if t.committed]
+    if not targets:
+        print(f"error: no checkpoints found under {CHECKPOINTS}", file=sys.stderr)
+        return 1
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    ignore = ARTIFACTS / ".gitignore"
+    if not ignore.exists():
+        ignore.write_text(
+            "# seed-cnn exports are large; rebuild with `plainsight-export build`\n"
+            "*-seed-cnn/\n.*\n"
+        )
+    failures = []
+    with tempfile.TemporaryDirectory(prefix="plainsight-build-") as tmp:
+        for target in targets:
+            out = Path(tmp) / target.name if args.check else target.out_dir
+            print(
+                f"export {target.checkpoint.relative_to(REPO_ROOT)} -> {target.name} "
+                f"({'+'.join(target.graphs)})",
+                flush=True,
+            )
+            manifest = export_target(target, out)
+            for fname, meta in sorted(manifest["files"].items()):
+                print(f"  {fname:15s} {meta['bytes'] / 1e6:6.2f} MB  sha256 {meta['sha256'][:16]}")
+            if args.check:
+                problems = compare_dirs(target.out_dir, out)
+                for line in problems:
+                    print(f"  DIFF {line}")
+                failures += problems
+            if not args.no_verify:
+                checks = verify_dir(target.out_dir if args.check else out, log=lambda _: None)
+                bad = [c for c in checks if not c.ok]
+                for check in bad:
+                    print(f"  {check.line()}")
+                print(f"  verify: {len(checks) - len(bad)}/{len(checks)} checks passed")
+                failures += [c.line() for c in bad]
+    if failures:
+        print(f"FAILED: {len(failures)} problem(s)", file=sys.stderr)
+        return 1
+    print("committed artifacts match the pipeline" if args.check else "build done")
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="plainsight-export", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    build = sub.add_parser("build", help="export committed checkpoints to model directories")
+    build.add_argument(
+        "--check",
+        action="store_true",
+        help="rebuild in a temp dir; fail if committed artifacts differ",
+    )
+    build.add_argument("--corpus", action="append", choices=CORPORA)
+    build.add_argument("--only", action="append", choices=("compact", "seed-cnn", "attackers"))
+    build.add_argument("--no-verify", action="store_true", help="skip the parity checks")
+    verify = sub.add_parser("verify", help="check exported directories against torch autograd")
+    verify.add_argument("dirs", nargs="+")
+    verify.add_argument("--checkpoint", help="torch reference (default: the manifest's)")
+    bench = sub.add_parser("bench", help="time one gradient step: torch vs ONNX vs TFLite")
+    bench.add_argument("--corpus", default="emodb", choices=CORPORA)
+    bench.add_argument("--arch", action="append", choices=("compact", "seed-cnn"))
+    bench.add_argument("--repeats", type=int, default=20)
+    args = parser.parse_args(argv)
+    if args.command == "build":
+        return cmd_build(args)
+    if args.command == "verify":
+        from plainsight_export.verify import main_verify
+
+        missing = [d for d in args.dirs if not (Path(d) / "manifest.json").is_file()]
+        if missing:
+            print(f"error: not a model directory (no manifest.json): {missing[0]}", file=sys.stderr)
+            return 2
+        return main_verify(args.dirs, args.checkpoint)
+    from plainsight_export.bench import main_bench
+
+    return main_bench(tuple(args.arch or ("compact", "seed-cnn")), args.corpus, args.repeats)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,383 @@
+"""Check an exported model directory against torch autograd on every available backend.
+
+Per graph file and backend: logits max |diff| <= 1e-4; for grad graphs also gradient cosine
+>= 0.9999 and sign agreement >= 0.999 (ignoring |g| < 1e-12) on random noise, synthetic
+speech-like audio and, with PLAINSIGHT_DATA set, a real test-speaker utterance; and 10 I-FGSM
+steps driven by the backend land on the torch autograd loop's waveform.
+Backends: onnxruntime, ai-edge-litert (XNNPACK and built-in kernels), and tflite-runtime in
+its own interpreter (PLAINSIGHT_TFLITE_PYTHON or <repo>/.venv-tflite/bin/python), skipped with
+the reason when absent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from plainsight_export import tflite_worker
+from plainsight_export.export import sha256_file
+from plainsight_export.gradgraph import autograd_reference
+from plainsight_export.models import load_checkpoint
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+LOGITS_MAX_ABS = 1e-4
+GRAD_COSINE = 0.9999
+GRAD_SIGN = 0.999
+GRAD_FLOOR = 1e-12
+IFGSM_STEPS = 10
+IFGSM_EPS = 0.002
+IFGSM_ALPHA = IFGSM_EPS / 4
+# A sign flip on a near-zero gradient sample moves it by 2 alpha; allow at most this fraction.
+IFGSM_FLIP_FRACTION = 1e-3
+IFGSM_MAX_ABS = 1e-6  # for every other sample
+
+
+class VerifyError(RuntimeError):
+    """The directory cannot be verified (missing files, checkpoint, hash mismatch)."""
+
+
+@dataclass
+class Check:
+    file: str
+    backend: str
+    case: str
+    metric: str
+    value: float
+    limit: float
+    ok: bool
+
+    def line(self) -> str:
+        mark = "ok  " if self.ok else "FAIL"
+        return (
+            f"{mark} {self.file:15s} {self.backend:15s} {self.case:12s} "
+            f"{self.metric:18s} {self.value:.3g} (limit {self.limit:g})"
+        )
+
+
+# ---- inputs -------------------------------------------------------------------------------
+def speech_like(n_samples: int, sample_rate: int = 16000, seed: int = 0) -> np.ndarray:
+    """Voiced harmonics with a gliding pitch, three formants, syllable envelope and pauses."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n_samples) / sample_rate
+    f0 = 140.0 + 30.0 * np.sin(2 * np.pi * 0.7 * t) + 5.0 * np.sin(2 * np.pi * 5.5 * t)
+    phase = 2 * np.pi * np.cumsum(f0) / sample_rate
+    formants = ((600.0, 120.0), (1400.0, 180.0), (2600.0, 250.0))
+    voiced = np.zeros(n_samples)
+    for h in range(1, 50):
+        freq = h * f0
+        amp = sum(np.exp(-0.5 * ((freq - fc) / bw) ** 2) for fc, bw in formants) + 0.02
+        voiced += np.where(freq < sample_rate / 2, amp / h**0.5, 0.0) * np.sin(h * phase)
+    syllables = np.clip(np.sin(2 * np.pi * 3.5 * t + rng.uniform(0, np.pi)), 0, None) ** 0.7
+    audio = voiced * syllables + 0.01 * rng.standard_normal(n_samples)
+    return (0.3 * audio / np.abs(audio).max()).astype(np.float32)
+
+
+def real_speech(corpus: str, n_samples: int) -> np.ndarray | None:
+    root = os.environ.get("PLAINSIGHT_DATA")
+    if not root:
+        return None
+    from plainsight import corpora
+
+    utts = sorted(corpora.split_corpus(corpora.list_corpus(root, corpus))["test"], key=str)
+    audio = corpora.load_audio(utts[0].path)
+    if audio.shape[0] < n_samples:
+        audio = np.pad(audio, (0, n_samples - audio.shape[0]))
+    start = (audio.shape[0] - n_samples) // 2
+    return audio[start : start + n_samples].astype(np.float32)
+
+
+def verification_inputs(corpus: str, n_samples: int) -> dict[str, np.ndarray]:
+    cases = {
+        "random": (0.1 * np.random.default_rng(1).standard_normal(n_samples)).astype(np.float32),
+        "speech-like": speech_like(n_samples),
+    }
+    real = real_speech(corpus, n_samples)
+    if real is not None:
+        cases["real-speech"] = real
+    return cases
+
+
+def targets_for(logits: np.ndarray) -> np.ndarray:
+    """Vary the objective across cases: own prediction, uniform, a fixed other class, ..."""
+    n, c = logits.shape
+    out = np.zeros((n, c), np.float32)
+    for i in range(n):
+        kind = i % 3
+        if kind == 0:
+            out[i, int(np.argmax(logits[i]))] = 1.0
+        elif kind == 1:
+            out[i] = 1.0 / c
+        else:
+            out[i, (int(np.argmax(logits[i])) + 1) % c] = 1.0
+    return out
+
+
+# ---- backends -----------------------------------------------------------------------------
+def tflite_python() -> str | None:
+    candidates = [os.environ.get("PLAINSIGHT_TFLITE_PYTHON"), REPO_ROOT / ".venv-tflite/bin/python"]
+    for cand in candidates:
+        if cand and Path(cand).is_file():
+            return str(cand)
+    return None
+
+
+def run_tflite_subprocess(path: Path, payload: dict, xnnpack: bool = True) -> dict:
+    """Run tflite_worker.py under the tflite-runtime interpreter (numpy<2, no torch)."""
+    python = tflite_python()
+    if python is None:
+        raise FileNotFoundError(
+            "tflite-runtime interpreter not found (set PLAINSIGHT_TFLITE_PYTHON or create "
+            ".venv-tflite with `pip install tflite-runtime 'numpy<2'`)"
+        )
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp) / "in.npz", Path(tmp) / "out.npz"
+        np.savez(src, **payload)
+        cmd = [python, tflite_worker.__file__, str(path), str(src), str(dst)]
+        cmd += ["--module", "tflite_runtime"] + ([] if xnnpack else ["--no-xnnpack"])
+        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ})
+        if proc.returncode != 0:
+            tail = proc.stderr.strip().splitlines()[-1:] or ["(no output)"]
+            raise RuntimeError(f"tflite-runtime worker failed: {tail[0]}")
+        with np.load(dst) as data:
+            return {k: data[k] for k in data.files}
+
+
+def _run_onnx(path: Path, payload: dict) -> dict:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    has_target = any(i.name == "target" for i in session.get_inputs())
+
+    def run(x, t):
+        feeds = {"waveform": x}
+        if has_target:
+            feeds["target"] = t
+        return dict(zip(names, session.run(names, feeds), strict=True))
+
+    return _drive(run, payload, "grad" in names)
+
+
+def _run_litert(path: Path, payload: dict, xnnpack: bool) -> dict:
+    runner = tflite_worker.TfliteRunner(path, xnnpack=xnnpack)
+    return _drive(runner.run, payload, runner.has_grad)
+
+
+def _drive(run, payload: dict, has_grad: bool) -> dict:
+    out = run(payload["waveform"], payload.get("target"))
+    if has_grad and "ifgsm_x0" in payload:
+        out["ifgsm"] = tflite_worker.ifgsm(
+            lambda x, t: run(x, t)["grad"],
+            payload["ifgsm_x0"],
+            payload["ifgsm_target"],
+            float(payload["eps"]),
+            float(payload["alpha"]),
+            int(payload["steps"]),
+        )
+    return out
+
+
+def backend_runs(backend: str):
+    """(label, callable(path, payload) -> outputs) for each runtime of a backend."""
+    if backend == "onnx":
+        return [("onnxruntime", _run_onnx)]
+    return [
+        ("litert-xnnpack", lambda p, d: _run_litert(p, d, True)),
+        ("litert-builtin", lambda p, d: _run_litert(p, d, False)),
+        ("tflite-runtime", lambda p, d: run_tflite_subprocess(p, d, True)),
+    ]
+
+
+# ---- comparison ---------------------------------------------------------------------------
+def grad_metrics(grad: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
+    g, r = grad.astype(np.float64).ravel(), ref.astype(np.float64).ravel()
+    denom = np.linalg.norm(g) * np.linalg.norm(r)
+    cosine = float(g @ r / denom) if denom > 0 else 0.0
+    mask = np.abs(r) >= GRAD_FLOOR
+    sign = float(np.mean(np.sign(g[mask]) == np.sign(r[mask]))) if mask.any() else 0.0
+    return cosine, sign
+
+
+def ifgsm_metrics(x: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
+    """(fraction of samples off by more than IFGSM_MAX_ABS, max |diff| of all other samples)."""
+    diff = np.abs(x.astype(np.float64) - ref)
+    off = diff > IFGSM_MAX_ABS
+    rest = float(diff[~off].max()) if (~off).any() else 0.0
+    return float(off.mean()), rest
+
+
+def reference(model, waveforms: np.ndarray, targets: np.ndarray):
+    logits, grad = autograd_reference(model, torch.from_numpy(waveforms), torch.from_numpy(targets))
+    return logits.numpy(), grad.numpy()
+
+
+def torch_ifgsm(model, x0: np.ndarray, target: np.ndarray) -> np.ndarray:
+    return tflite_worker.ifgsm(
+        lambda x, t: reference(model, x, t)[1], x0, target, IFGSM_EPS, IFGSM_ALPHA, IFGSM_STEPS
+    )
+
+
+def checkpoint_for(directory: Path, manifest: dict, override: Path | None) -> Path:
+    ref = manifest.get("checkpoint") or {}
+    if override is not None:
+        return override
+    if not ref.get("path"):
+        raise VerifyError(f"{directory}: manifest names no checkpoint; pass --checkpoint")
+    path = REPO_ROOT / ref["path"]
+    if not path.is_file():
+        raise VerifyError(f"{directory}: checkpoint {ref['path']} not found")
+    if ref.get("sha256") and sha256_file(path) != ref["sha256"]:
+        raise VerifyError(
+            f"{directory}: {ref['path']} changed since this export (sha256 differs); rebuild"
+        )
+    return path
+
+
+def verify_dir(
+    directory: str | os.PathLike,
+    checkpoint: str | os.PathLike | None = None,
+    model=None,
+    backends: tuple[str, ...] = ("onnx", "tflite"),
+    log=print,
+) -> list[Check]:
+    """All checks of one model directory; raise VerifyError when it cannot be checked."""
+    directory = Path(directory)
+    try:
+        manifest = json.loads((directory / "manifest.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise VerifyError(f"{directory}: unreadable manifest.json ({exc})") from None
+    for fname, meta in manifest["files"].items():
+        path = directory / fname
+        if not path.is_file() or sha256_file(path) != meta["sha256"]:
+            raise VerifyError(f"{path}: missing or sha256 differs from manifest")
+    if model is None:
+        model = load_checkpoint(
+            checkpoint_for(directory, manifest, checkpoint and Path(checkpoint))
+        )
+    cases = verification_inputs(manifest["corpus"], int(manifest["window_samples"]))
+    names = list(cases)
+    waveforms = np.stack([cases[n] for n in names])
+    with torch.no_grad():
+        clean = model(torch.from_numpy(waveforms)).numpy()
+    targets = targets_for(clean)
+    ref_logits, ref_grad = reference(model, waveforms, targets)
+    x0 = waveforms[1:2]  # speech-like
+    attack_target = np.eye(clean.shape[1], dtype=np.float32)[[int(np.argmax(clean[1]))]]
+    payload = {"waveform": waveforms, "target": targets}
+    checks: list[Check] = []
+    ref_attack = None
+    for fname, meta in sorted(manifest["files"].items()):
+        if meta["backend"] not in backends:
+            continue
+        is_grad = meta["graph"] == "grad"
+        data = dict(payload) if is_grad else {"waveform": waveforms}
+        if is_grad:
+            if ref_attack is None:
+                ref_attack = torch_ifgsm(model, x0, attack_target)
+            data.update(
+                ifgsm_x0=x0,
+                ifgsm_target=attack_target,
+                eps=np.float32(IFGSM_EPS),
+                alpha=np.float32(IFGSM_ALPHA),
+                steps=np.int64(IFGSM_STEPS),
+            )
+        for label, runner in backend_runs(meta["backend"]):
+            try:
+                out = runner(directory / fname, data)
+            except FileNotFoundError as exc:
+                log(f"skip {fname:15s} {label:15s} {exc}")
+                continue
+            for i, case in enumerate(names):
+                diff = float(np.abs(out["logits"][i] - ref_logits[i]).max())
+                checks.append(
+                    Check(
+                        fname,
+                        label,
+                        case,
+                        "logits max|diff|",
+                        diff,
+                        LOGITS_MAX_ABS,
+                        diff <= LOGITS_MAX_ABS,
+                    )
+                )
+                if is_grad:
+                    cosine, sign = grad_metrics(out["grad"][i], ref_grad[i])
+                    checks.append(
+                        Check(
+                            fname,
+                            label,
+                            case,
+                            "grad cosine",
+                            cosine,
+                            GRAD_COSINE,
+                            cosine >= GRAD_COSINE,
+                        )
+                    )
+                    checks.append(
+                        Check(
+                            fname,
+                            label,
+                            case,
+                            "grad sign agree",
+                            sign,
+                            GRAD_SIGN,
+                            sign >= GRAD_SIGN,
+                        )
+                    )
+            if is_grad:
+                flips, rest = ifgsm_metrics(out["ifgsm"], ref_attack)
+                checks.append(
+                    Check(
+                        fname,
+                        label,
+                        "ifgsm-10",
+                        "flipped fraction",
+                        flips,
+                        IFGSM_FLIP_FRACTION,
+                        flips <= IFGSM_FLIP_FRACTION,
+                    )
+                )
+                checks.append(
+                    Check(
+                        fname,
+                        label,
+                        "ifgsm-10",
+                        "max|diff| others",
+                        rest,
+                        IFGSM_MAX_ABS,
+                        rest <= IFGSM_MAX_ABS,
+                    )
+                )
+            for check in checks:
+                if check.file == fname and check.backend == label:
+                    log(check.line())
+    if not checks:
+        raise VerifyError(f"{directory}: no graph could be run on any backend")
+    return checks
+
+
+def main_verify(dirs: list[str], checkpoint: str | None = None) -> int:
+    failed = 0
+    for directory in dirs:
+        print(f"== {directory}")
+        try:
+            checks = verify_dir(directory, checkpoint)
+        except (VerifyError, FileNotFoundError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        bad = [c for c in checks if not c.ok]
+        print(f"{directory}: {len(checks) - len(bad)}/{len(checks)} checks passed")
+        failed += bool(bad)
+    return 1 if failed else 0
