@@ -46,6 +46,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float)
     p.add_argument("--weight-decay", type=float)
+    p.add_argument("--label-smoothing", type=float, default=0.1)
+    p.add_argument("--mixup", type=float, default=0.0, help="mixup Beta(a, a) on features; 0 = off")
+    p.add_argument("--no-specaug", action="store_true", help="no time/frequency masking")
     p.add_argument("--out", help="output folder (default: export/checkpoints/<corpus>)")
     p.add_argument("--name", help="checkpoint file stem (default: the arch)")
     p.add_argument("--role", default="default", choices=["default", "reference", "attacker"])
@@ -218,7 +221,7 @@ def train_model(args, classes, train: D.ClipSet, val: D.ClipSet | None, seed: in
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
     loss_fn = nn.CrossEntropyLoss(
-        weight=class_weights(train.labels, len(classes)), label_smoothing=0.1
+        weight=class_weights(train.labels, len(classes)), label_smoothing=args.label_smoothing
     )
     history = {"epochs": [], "best_epoch": None, "selection": None}
     best = (-1.0, float("inf"))
@@ -243,10 +246,23 @@ def train_model(args, classes, train: D.ClipSet, val: D.ClipSet | None, seed: in
             x = torch.from_numpy(D.augment(batch, rng))
             y = torch.from_numpy(train.labels[idx])
             if isinstance(model, M.Model):
-                logits = model.body(spec_augment(model.features(x, fast=True), gen))
+                feats = model.features(x, fast=True)
+                if not args.no_specaug:
+                    feats = spec_augment(feats, gen)
             else:
-                logits = model(x, fast=True)
+                feats = model.statistics(x, fast=True)
+            lam, partner = 1.0, None
+            if args.mixup > 0:
+                lam = float(rng.beta(args.mixup, args.mixup))
+                partner = torch.from_numpy(rng.permutation(len(idx)))
+                feats = lam * feats + (1 - lam) * feats[partner]
+            if isinstance(model, M.Model):
+                logits = model.body(feats)
+            else:
+                logits = model.linear((feats - model.stat_mean) / model.stat_std)
             loss = loss_fn(logits, y)
+            if partner is not None:
+                loss = lam * loss + (1 - lam) * loss_fn(logits, y[partner])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -363,6 +379,9 @@ def run_fixed(args, clips: D.ClipSet, classes) -> dict:
         "batch_size": args.batch_size,
         "lr": args.lr,
         "weight_decay": args.weight_decay,
+        "label_smoothing": args.label_smoothing,
+        "mixup": args.mixup,
+        "specaug": not args.no_specaug,
         "arch_kwargs": args.arch_kwargs,
         **model_size(model),
         "history": history,
