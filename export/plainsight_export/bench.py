@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,19 @@ def bench_model_for(arch: str, corpus: str):
     return model, f"{arch} (random init: no checkpoint; speed does not depend on weights)"
 
 
+def interleaved_medians(calls: list[tuple[str, object]], repeats: int) -> list[tuple[str, float]]:
+    """Median ms per call, timed round-robin so load changes on a shared machine hit all alike."""
+    for _, fn in calls:
+        fn()
+    times: dict[str, list[float]] = {name: [] for name, _ in calls}
+    for _ in range(repeats):
+        for name, fn in calls:
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return [(name, float(np.median(times[name]) * 1000.0)) for name, _ in calls]
+
+
 def bench_one(model, label: str, repeats: int, log=print) -> list[tuple[str, float]]:
     torch.set_num_threads(1)
     ckpt = model.checkpoint
@@ -47,17 +61,16 @@ def bench_one(model, label: str, repeats: int, log=print) -> list[tuple[str, flo
     target = np.zeros((1, c), np.float32)
     target[0, 0] = 1.0
     xt, tt = torch.from_numpy(x), torch.from_numpy(target)
-    rows = [
-        (
-            "torch eager autograd",
-            tflite_worker.time_call(lambda: autograd_reference(model, xt, tt), repeats),
-        )
-    ]
     graph = GradientGraph(model)
-    with torch.no_grad():
-        rows.append(
-            ("torch eager GradientGraph", tflite_worker.time_call(lambda: graph(xt, tt), repeats))
-        )
+
+    def graph_eager():
+        with torch.no_grad():
+            graph(xt, tt)
+
+    calls = [
+        ("torch eager autograd", lambda: autograd_reference(model, xt, tt)),
+        ("torch eager GradientGraph", graph_eager),
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "m"
         log(f"exporting {label} ...")
@@ -70,21 +83,16 @@ def bench_one(model, label: str, repeats: int, log=print) -> list[tuple[str, flo
             str(out / "grad.onnx"), opts, providers=["CPUExecutionProvider"]
         )
         feeds = {"waveform": x, "target": target}
-        rows.append(
-            ("onnxruntime", tflite_worker.time_call(lambda: sess.run(None, feeds), repeats))
-        )
+        calls.append(("onnxruntime", lambda: sess.run(None, feeds)))
         for xnnpack, name in ((True, "XNNPACK"), (False, "builtin kernels")):
             runner = tflite_worker.TfliteRunner(out / "grad.tflite", xnnpack=xnnpack)
-            rows.append(
-                (
-                    f"ai-edge-litert {name}",
-                    tflite_worker.time_call(lambda r=runner: r.run(x, target), repeats),
-                )
-            )
+            calls.append((f"ai-edge-litert {name}", lambda r=runner: r.run(x, target)))
+        rows = interleaved_medians(calls, repeats)
+        for xnnpack, name in ((True, "XNNPACK"), (False, "builtin kernels")):
             payload = {"waveform": x, "target": target, "bench_repeats": np.int64(repeats)}
             try:
                 res = run_tflite_subprocess(out / "grad.tflite", payload, xnnpack)
-                rows.append((f"tflite-runtime {name}", float(res["bench_ms"])))
+                rows.append((f"tflite-runtime {name} (own process)", float(res["bench_ms"])))
             except (FileNotFoundError, RuntimeError) as exc:
                 log(f"skip tflite-runtime {name}: {exc}")
     return rows
@@ -98,7 +106,7 @@ def main_bench(archs=("compact", "seed-cnn"), corpus="emodb", repeats=20) -> int
         rows = bench_one(model, label, repeats)
         base = rows[0][1]
         print(f"\n{label}")
-        print(f"  {'runtime':32s} {'ms':>9s} {'speed-up vs torch eager':>24s}")
+        print(f"  {'runtime':40s} {'ms':>9s} {'speed-up vs torch eager':>24s}")
         for name, ms in rows:
-            print(f"  {name:32s} {ms:9.2f} {base / ms:23.2f}x")
+            print(f"  {name:40s} {ms:9.2f} {base / ms:23.2f}x")
     return 0

@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
+from plainsight.features import analysis_window
 from torch import nn
 from torch.nn import functional as F
 
 from plainsight_export.models import GlobalMeanPool, Model, check_body
 
 CONV_BACKWARD = ("transpose", "dilate")
-FRONTEND_MODES = ("matmul", "conv")
+FRONTEND_MODES = ("symmetric", "matmul", "conv")
 
 
 def _bn_scale_shift(bn: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
@@ -116,7 +118,9 @@ class _Graph(nn.Module):
         self.conv_backward = conv_backward
         self.frontend_mode = frontend_mode
         kernels = fe.dft_kernels.detach().clone()  # [2 bins, 1, win]
-        if frontend_mode == "conv":
+        if frontend_mode == "symmetric":
+            self._register_symmetric_dft()
+        elif frontend_mode == "conv":
             self.register_buffer("dft_kernels", kernels)
         else:
             self.register_buffer("dft_matrix", kernels[:, 0, :].t().contiguous())  # [win, 2 bins]
@@ -133,6 +137,26 @@ class _Graph(nn.Module):
             plain = {k: v for k, v in spec.items() if not isinstance(v, torch.Tensor)}
             self.steps.append((kind, plain))
         self.eval()
+
+    def _register_symmetric_dft(self) -> None:
+        """Half-size DFT for a symmetric window and win == n_fft (even).
+
+        With f the windowed frame, e[n] = f[n] + f[N-n] (n = 0..N/2, ends unpaired) and
+        o[n] = f[n] - f[N-n] (n = 1..N/2-1): Re = e @ cos_half, Im[1..N/2-1] = -(o @ sin_half),
+        Im[0] = Im[N/2] = 0. Both matrices are symmetric, so the backward pass reuses them:
+        half the multiply-adds and a quarter of the constants of the full [win, 2 bins] DFT.
+        """
+        cfg = self.cfg
+        window = analysis_window(cfg)
+        n, half = cfg.n_fft, cfg.n_fft // 2
+        if cfg.win_length != n or n % 2 or not np.allclose(window[1:], window[1:][::-1]):
+            raise ValueError("symmetric DFT needs win_length == n_fft (even), symmetric window")
+        idx = np.arange(half + 1)
+        self.register_buffer("window", torch.from_numpy(window.astype(np.float32)))
+        cos_half = np.cos(2.0 * np.pi * np.outer(idx, idx) / n)
+        sin_half = np.sin(2.0 * np.pi * np.outer(idx[1:half], idx[1:half]) / n)
+        self.register_buffer("cos_half", torch.from_numpy(cos_half.astype(np.float32)))
+        self.register_buffer("sin_half", torch.from_numpy(sin_half.astype(np.float32)))
 
     @staticmethod
     def _flip_weight(weight: torch.Tensor, spec: dict) -> torch.Tensor:
@@ -178,6 +202,15 @@ class _Graph(nn.Module):
         """Re, Im of each frame, [B, T, bins] each."""
         n_frames = self.cfg.n_frames(waveform.shape[-1])
         padded = F.pad(waveform, (self.pad, self.pad))
+        if self.frontend_mode == "symmetric":
+            half = self.win // 2
+            f = self._frames(padded, n_frames) * self.window
+            head, tail = f[:, :, : half + 1], f[:, :, half + 1 :].flip(2)  # tail[n-1] = f[N-n]
+            even = head + F.pad(tail, (1, 1))
+            odd = head[:, :, 1:half] - tail
+            re = torch.matmul(even, self.cos_half)
+            im = F.pad(torch.matmul(odd, self.sin_half), (1, 1))  # sign of Im is irrelevant
+            return re, im
         if self.frontend_mode == "conv":
             spec = F.conv1d(padded.unsqueeze(1), self.dft_kernels, stride=self.hop)
             spec = spec.transpose(1, 2)
@@ -187,6 +220,21 @@ class _Graph(nn.Module):
 
     def _spectrum_backward(self, d_spec: torch.Tensor, n_samples: int) -> torch.Tensor:
         """d/d[re, im] [B, T, 2 bins] -> d/dwaveform [B, N]."""
+        if self.frontend_mode == "symmetric":
+            half = self.win // 2
+            d_even = torch.matmul(d_spec[:, :, : self.n_bins], self.cos_half)
+            d_odd = torch.matmul(d_spec[:, :, self.n_bins + 1 : self.n_bins + half], self.sin_half)
+            middle = d_even[:, :, 1:half]
+            frames = torch.cat(
+                [
+                    d_even[:, :, :1],
+                    middle + d_odd,
+                    d_even[:, :, half:],
+                    (middle - d_odd).flip(2),
+                ],
+                dim=2,
+            )
+            return self._overlap_add(frames * self.window, n_samples)
         if self.frontend_mode == "conv":
             d_spec = d_spec.transpose(1, 2)
             n_frames = d_spec.shape[-1]
@@ -288,7 +336,7 @@ class _Graph(nn.Module):
 class ForwardGraph(_Graph):
     """waveform [B, N] -> logits [B, C], batch norm folded (the grad graph's arithmetic)."""
 
-    def __init__(self, model: Model, frontend_mode: str = "matmul"):
+    def __init__(self, model: Model, frontend_mode: str = "symmetric"):
         super().__init__(model, "transpose", frontend_mode)
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
@@ -298,7 +346,9 @@ class ForwardGraph(_Graph):
 class GradientGraph(_Graph):
     """(waveform [B, N], target [B, C]) -> (logits [B, C], d CE / d waveform [B, N])."""
 
-    def __init__(self, model: Model, conv_backward: str = "transpose", frontend_mode="matmul"):
+    def __init__(
+        self, model: Model, conv_backward: str = "transpose", frontend_mode: str = "symmetric"
+    ):
         super().__init__(model, conv_backward, frontend_mode)
 
     def forward(self, waveform: torch.Tensor, target: torch.Tensor):
