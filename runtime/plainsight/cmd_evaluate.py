@@ -52,6 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "~/.cache/plainsight/whisper-base)",
     )
     parser.add_argument("--whisper-compute", choices=["int8", "float32"], default="int8")
+    parser.add_argument("--whisper-threads", type=int, default=1, help="Whisper CPU threads (1)")
     parser.add_argument(
         "--sweep",
         action="store_true",
@@ -127,6 +128,7 @@ def run(args) -> int:
             attackers=args.attackers,
             whisper_dir=args.whisper_dir,
             whisper_compute=args.whisper_compute,
+            whisper_threads=args.whisper_threads,
             asr=not args.no_asr,
             curves=not args.no_curves,
             progress=progress,

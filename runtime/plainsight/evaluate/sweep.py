@@ -30,7 +30,8 @@ from plainsight.masker import Masker
 
 SWEEP_BUDGETS = (45.0, 40.0, 35.0, 30.0)
 SWEEP_DEFAULT_LIMIT = {"emodb": 70, "ravdess": 80}
-SWEEP_QUALITY_CLIPS = 12
+SWEEP_PESQ_CLIPS = 24
+SWEEP_STOI_CLIPS = 8
 METHODS = ("fgsm", "ifgsm", "mifgsm")
 
 
@@ -106,7 +107,9 @@ def run_sweep(args, base: dict, out: Path, command: str, progress: bool) -> list
     if n_asr:
         from plainsight.evaluate.asr import Transcriber, wer
 
-        transcriber = Transcriber(args.whisper_dir, compute_type=args.whisper_compute)
+        transcriber = Transcriber(
+            args.whisper_dir, compute_type=args.whisper_compute, threads=args.whisper_threads
+        )
         lang = corpora.LANGUAGES[corpus]
         refs = [c.reference for c in clips[:n_asr]]
         clean_wer = wer(refs, transcribe_all(transcriber, clean[:n_asr], lang))
@@ -125,7 +128,7 @@ def run_sweep(args, base: dict, out: Path, command: str, progress: bool) -> list
             masker = Masker(**kwargs)
             masked = mask_clips(masker, clips, bar)
             noisy = noise_control(clean, masked.audios)
-            q = quality(clean[:SWEEP_QUALITY_CLIPS], masked.audios[:SWEEP_QUALITY_CLIPS])
+            q = quality(clean, masked.audios, SWEEP_PESQ_CLIPS, SWEEP_STOI_CLIPS)
             row = conf | {
                 "models": masker.settings()["models"],
                 "whitebox": _uars(score(whitebox, masked.audios, labels)),
