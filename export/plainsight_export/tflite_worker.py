@@ -4,7 +4,8 @@ Imported by verify/bench, and run as a script by another interpreter (e.g. a ven
 tflite-runtime and numpy<2) so that runtime can be checked without torch:
     python tflite_worker.py MODEL.tflite IN.npz OUT.npz [--module tflite_runtime] [--no-xnnpack]
 IN.npz: waveform [B, N], optional target [B, C], optional ifgsm_x0/ifgsm_target/eps/alpha/steps,
-optional bench_repeats. OUT.npz: logits, grad (grad graphs), ifgsm, bench_ms.
+optional bench_repeats. OUT.npz: logits, grad (grad graphs), ifgsm (+ ifgsm_points,
+ifgsm_grads: the waveform and gradient at each step), bench_ms.
 """
 
 from __future__ import annotations
@@ -63,15 +64,21 @@ class TfliteRunner:
 
 
 def ifgsm(grad_fn, x0: np.ndarray, target: np.ndarray, eps: float, alpha: float, steps: int):
-    """Untargeted I-FGSM: step up sign(grad), stay within eps of x0 and within [-1, 1]."""
+    """Untargeted I-FGSM: step up sign(grad), stay within eps of x0 and within [-1, 1].
+
+    Returns (final waveform, [waveform before each step], [gradient at each step]).
+    """
     x0 = np.asarray(x0, np.float32)
     x = x0.copy()
+    points, grads = [], []
     for _ in range(steps):
         grad = grad_fn(x, target)
+        points.append(x)
+        grads.append(grad)
         x = x + np.float32(alpha) * np.sign(grad).astype(np.float32)
         x = np.clip(np.clip(x, x0 - np.float32(eps), x0 + np.float32(eps)), -1.0, 1.0)
         x = x.astype(np.float32)
-    return x
+    return x, points, grads
 
 
 def time_call(fn, repeats: int) -> float:
@@ -98,7 +105,7 @@ def main(argv=None) -> int:
     target = data["target"] if "target" in data else None
     out = runner.run(data["waveform"], target)
     if "ifgsm_x0" in data and runner.has_grad:
-        out["ifgsm"] = ifgsm(
+        out["ifgsm"], points, grads = ifgsm(
             lambda x, t: runner.run(x, t)["grad"],
             data["ifgsm_x0"],
             data["ifgsm_target"],
@@ -106,6 +113,7 @@ def main(argv=None) -> int:
             float(data["alpha"]),
             int(data["steps"]),
         )
+        out["ifgsm_points"], out["ifgsm_grads"] = np.stack(points), np.stack(grads)
     if "bench_repeats" in data:
         one_x, one_t = data["waveform"][:1], None if target is None else target[:1]
         out["bench_ms"] = np.float64(

@@ -35,9 +35,9 @@ GRAD_FLOOR = 1e-12
 IFGSM_STEPS = 10
 IFGSM_EPS = 0.002
 IFGSM_ALPHA = IFGSM_EPS / 4
-# A sign flip on a near-zero gradient sample moves it by 2 alpha; allow at most this fraction.
-IFGSM_FLIP_FRACTION = 1e-3
-IFGSM_MAX_ABS = 1e-6  # for every other sample
+IFGSM_MAX_ABS = 1e-6  # final waveform vs the torch loop
+IFGSM_TIE_REL = 1e-5  # |g| below this fraction of max|g| is a float-level tie for sign()
+IFGSM_MAX_TIES = 10  # tie flips allowed over the 10 steps (of 320000 signs)
 
 
 class VerifyError(RuntimeError):
@@ -53,12 +53,13 @@ class Check:
     value: float
     limit: float
     ok: bool
+    note: str = ""
 
     def line(self) -> str:
         mark = "ok  " if self.ok else "FAIL"
         return (
             f"{mark} {self.file:15s} {self.backend:15s} {self.case:12s} "
-            f"{self.metric:18s} {self.value:.3g} (limit {self.limit:g})"
+            f"{self.metric:19s} {self.value:.7g} (limit {self.limit:g}){self.note}"
         )
 
 
@@ -177,7 +178,7 @@ def _run_litert(path: Path, payload: dict, xnnpack: bool) -> dict:
 def _drive(run, payload: dict, has_grad: bool) -> dict:
     out = run(payload["waveform"], payload.get("target"))
     if has_grad and "ifgsm_x0" in payload:
-        out["ifgsm"] = tflite_worker.ifgsm(
+        out["ifgsm"], points, grads = tflite_worker.ifgsm(
             lambda x, t: run(x, t)["grad"],
             payload["ifgsm_x0"],
             payload["ifgsm_target"],
@@ -185,6 +186,7 @@ def _drive(run, payload: dict, has_grad: bool) -> dict:
             float(payload["alpha"]),
             int(payload["steps"]),
         )
+        out["ifgsm_points"], out["ifgsm_grads"] = np.stack(points), np.stack(grads)
     return out
 
 
@@ -209,12 +211,34 @@ def grad_metrics(grad: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
     return cosine, sign
 
 
-def ifgsm_metrics(x: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
-    """(fraction of samples off by more than IFGSM_MAX_ABS, max |diff| of all other samples)."""
-    diff = np.abs(x.astype(np.float64) - ref)
-    off = diff > IFGSM_MAX_ABS
-    rest = float(diff[~off].max()) if (~off).any() else 0.0
-    return float(off.mean()), rest
+def ifgsm_checks(model, out: dict, ref_final: np.ndarray, target: np.ndarray) -> list:
+    """(metric, value, limit, ok) for the I-FGSM loop driven by a backend.
+
+    Lockstep: at every point of the backend's own trajectory, torch's gradient sign must agree
+    wherever |g| is not a float-level tie (< IFGSM_TIE_REL * max|g|). Free run: the final
+    waveform equals torch's loop to IFGSM_MAX_ABS; a tie flip moves one sample by 2 alpha and
+    the two loops then legitimately part, so divergence is accepted only if explained by ties.
+    """
+    genuine = ties = 0
+    for point, grad in zip(out["ifgsm_points"], out["ifgsm_grads"], strict=True):
+        ref = reference(model, point, target)[1]
+        flipped = np.sign(grad) != np.sign(ref)
+        tie = np.abs(ref) < IFGSM_TIE_REL * np.abs(ref).max()
+        genuine += int(np.sum(flipped & ~tie))
+        ties += int(np.sum(flipped & tie))
+    diff = float(np.abs(out["ifgsm"].astype(np.float64) - ref_final).max())
+    explained = diff > IFGSM_MAX_ABS and ties > 0 and genuine == 0
+    return [
+        ("lockstep sign flips", float(genuine), 0.0, genuine == 0, ""),
+        ("lockstep tie flips", float(ties), float(IFGSM_MAX_TIES), ties <= IFGSM_MAX_TIES, ""),
+        (
+            "free-run max|diff|",
+            diff,
+            IFGSM_MAX_ABS,
+            diff <= IFGSM_MAX_ABS or explained,
+            " - loops parted after a tie flip" if explained else "",
+        ),
+    ]
 
 
 def reference(model, waveforms: np.ndarray, targets: np.ndarray):
@@ -225,7 +249,7 @@ def reference(model, waveforms: np.ndarray, targets: np.ndarray):
 def torch_ifgsm(model, x0: np.ndarray, target: np.ndarray) -> np.ndarray:
     return tflite_worker.ifgsm(
         lambda x, t: reference(model, x, t)[1], x0, target, IFGSM_EPS, IFGSM_ALPHA, IFGSM_STEPS
-    )
+    )[0]
 
 
 def checkpoint_for(directory: Path, manifest: dict, override: Path | None) -> Path:
@@ -336,29 +360,8 @@ def verify_dir(
                         )
                     )
             if is_grad:
-                flips, rest = ifgsm_metrics(out["ifgsm"], ref_attack)
-                checks.append(
-                    Check(
-                        fname,
-                        label,
-                        "ifgsm-10",
-                        "flipped fraction",
-                        flips,
-                        IFGSM_FLIP_FRACTION,
-                        flips <= IFGSM_FLIP_FRACTION,
-                    )
-                )
-                checks.append(
-                    Check(
-                        fname,
-                        label,
-                        "ifgsm-10",
-                        "max|diff| others",
-                        rest,
-                        IFGSM_MAX_ABS,
-                        rest <= IFGSM_MAX_ABS,
-                    )
-                )
+                for row in ifgsm_checks(model, out, ref_attack, attack_target):
+                    checks.append(Check(fname, label, "ifgsm-10", *row))
             for check in checks:
                 if check.file == fname and check.backend == label:
                     log(check.line())
