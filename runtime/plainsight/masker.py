@@ -28,6 +28,21 @@ DEFAULT_STRENGTH = "medium"
 MOMENTUM = 1.0
 ENVELOPE_MS = 30.0  # smoothing of the local speech envelope
 BATCH = 8  # windows per backend call (ONNX); TFLite loops over batch 1 anyway
+# mask() attacks windows with this hop (in windows) so that the perturbation also holds
+# for a listener whose windows are not aligned with ours; 1.0 = no overlap.
+OVERLAP_HOP = 0.5
+SEGMENT_WINDOWS = 16  # long audio is optimised in segments of this many windows
+
+
+def window_starts(length: int, width: int, hop: int) -> np.ndarray:
+    """Starts of `width` windows with `hop` covering [0, length); the last ends at the end.
+    A signal shorter than one window gets one window at 0 (the caller pads it)."""
+    if length <= width:
+        return np.zeros(1, int)
+    starts = list(range(0, length - width + 1, hop))
+    if starts[-1] != length - width:
+        starts.append(length - width)
+    return np.asarray(starts)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -70,6 +85,7 @@ class Masker:
         envelope: bool | None = None,
         strength: str = DEFAULT_STRENGTH,
         batch: int = BATCH,
+        overlap: bool = True,
     ):
         if strength not in STRENGTHS:
             raise ValueError(f"strength must be one of {list(STRENGTHS)}, got {strength!r}")
@@ -91,6 +107,7 @@ class Masker:
         self.strength = strength
         self.threads = max(1, int(threads))
         self.batch = max(1, int(batch))
+        self.overlap = bool(overlap)
         self.backend = resolve_backend(backend)
         specs = resolve_models(model)
         first = specs[0]
@@ -102,6 +119,7 @@ class Masker:
                 )
         self.sample_rate = first.sample_rate
         self.window = first.window_samples
+        self.hop = max(1, int(self.window * OVERLAP_HOP)) if self.overlap else self.window
         self.objective = objective
         if objective not in ("untargeted", "uniform"):
             for spec in specs:
@@ -141,6 +159,7 @@ class Masker:
             "objective": self.objective,
             "envelope": self.envelope,
             "strength": self.strength,
+            "overlap": self.overlap,
         }
 
     # ----- model calls -------------------------------------------------------------------
@@ -170,14 +189,25 @@ class Masker:
     def perturb(
         self, windows: np.ndarray, bound: np.ndarray, clean: np.ndarray | None = None
     ) -> np.ndarray:
-        """Perturbation for windows [B,N] at the model rate, |delta| <= bound [B,N] per sample.
+        """Perturbation for separate windows [B,N] at the model rate, |delta| <= bound [B,N].
 
         `clean` (default: windows) is what the untargeted objective takes its own
         prediction from. Ensembles sum the losses (so the gradients) of all models.
         """
         windows = np.asarray(windows, np.float32)
-        bound = np.asarray(bound, np.float32)
+        b, n = windows.shape
         clean = windows if clean is None else np.asarray(clean, np.float32)
+        delta = self._optimise(
+            windows.reshape(-1), np.asarray(bound, np.float32).reshape(-1), np.arange(b) * n, clean
+        )
+        return delta.reshape(b, n)
+
+    def _optimise(
+        self, signal: np.ndarray, bound: np.ndarray, starts: np.ndarray, clean: np.ndarray
+    ) -> np.ndarray:
+        """One perturbation of a 1-D signal whose loss sums over the model windows that
+        start at `starts` (they may overlap); `clean` holds those windows before masking."""
+        width = self.window
         targets = [self._targets(m, clean) for m in self.members]
         direction = 1.0 if self.objective == "untargeted" else -1.0
         if self.method == "fgsm":
@@ -186,17 +216,21 @@ class Masker:
             step = min(1.0, 2.0 / self.steps)
         else:
             step = 1.0 / self.steps
-        u = np.zeros_like(windows)  # delta = bound * u, |u| <= 1
-        velocity = np.zeros_like(windows)
+        index = starts[:, None] + np.arange(width)[None, :]
+        u = np.zeros_like(signal)  # delta = bound * u, |u| <= 1
+        velocity = np.zeros_like(signal)
         for _ in range(self.steps):
-            grad = np.zeros_like(windows)
+            grad = np.zeros_like(signal)
+            current = (signal + bound * u)[index]
             for member, target in zip(self.members, targets, strict=True):
-                _, g = member.grad.run(windows + bound * u, target)
-                grad += g
+                for first in range(0, len(starts), self.batch):
+                    last = first + self.batch
+                    _, g = member.grad.run(current[first:last], target[first:last])
+                    for start, g_window in zip(starts[first:last], g, strict=True):
+                        grad[start : start + width] += g_window  # overlap-add
             grad *= bound  # chain rule through delta = bound * u
             if self.method == "mifgsm":
-                norm = np.abs(grad).mean(axis=1, keepdims=True)
-                velocity = MOMENTUM * velocity + grad / np.maximum(norm, 1e-20)
+                velocity = MOMENTUM * velocity + grad / max(float(np.abs(grad).mean()), 1e-20)
                 grad = velocity
             u = np.clip(u + direction * step * np.sign(grad), -1.0, 1.0)
         return (bound * u).astype(np.float32)
@@ -242,16 +276,23 @@ class Masker:
     def mask(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
         """Masked copy of `audio` ([N] or [N, channels], float), same shape and rate."""
         audio, mono16 = self._mono16(audio, sample_rate)
+        n = len(mono16)
         windows, valid = self._cut(mono16)
-        bound = self.budget(windows, valid)
-        delta = np.concatenate(
-            [
-                self.perturb(windows[s : s + self.batch], bound[s : s + self.batch])
-                for s in range(0, len(windows), self.batch)
-            ]
-        ).reshape(-1)[: len(mono16)]
-        limit = bound.reshape(-1)[: len(mono16)]
-        delta = to_input_rate(delta, limit, self.sample_rate, int(sample_rate), audio.shape[0])
+        bound = self.budget(windows, valid).reshape(-1)[: max(n, self.window)]
+        signal = np.zeros(len(bound), np.float32)
+        signal[:n] = mono16
+        delta = np.zeros(len(bound), np.float32)
+        # Long audio is optimised in segments (bounded memory), none shorter than a window.
+        edges = list(range(0, len(signal), SEGMENT_WINDOWS * self.window)) + [len(signal)]
+        if len(edges) > 2 and edges[-1] - edges[-2] < self.window:
+            del edges[-2]
+        for s, e in zip(edges[:-1], edges[1:], strict=True):
+            starts = window_starts(e - s, self.window, self.hop)
+            clean = signal[s:e][starts[:, None] + np.arange(self.window)[None, :]]
+            delta[s:e] = self._optimise(signal[s:e], bound[s:e], starts, clean)
+        delta = to_input_rate(
+            delta[:n], bound[:n], self.sample_rate, int(sample_rate), audio.shape[0]
+        )
         if audio.ndim == 2:
             delta = delta[:, None]
         out = np.clip(audio.astype(np.float64) + delta, -1.0, 1.0)
