@@ -46,11 +46,16 @@ def run(args) -> int:
         print(
             f"{r['backend']} ({r['threads']} thread, {'+'.join(s['models'])}, {s['method']} "
             f"{s['steps']} steps, {r['model_calls_per_window']} model calls per window, "
-            f"{s['objective']}, strength {s['strength']}):"
+            f"{r['mask_windows_per_audio_s']} windows per audio s, {s['objective']}, "
+            f"strength {s['strength']}):"
         )
         for key, unit in (
-            ("mask_rtf", ""),
-            ("stream_rtf", f"  (hop {r['stream_hop_ms']:.0f} ms, {r['stream_ms_per_hop']} ms/hop)"),
+            ("mask_rtf", f"  (cpu time: {r['mask_rtf_cpu']})"),
+            (
+                "stream_rtf",
+                f"  (cpu time: {r['stream_rtf_cpu']}; hop {r['stream_hop_ms']:.0f} ms, "
+                f"{r['stream_ms_per_hop']} ms/hop)",
+            ),
             ("peak_rss_mb", " MB"),
             ("import_and_load_s", " s"),
         ):
