@@ -22,6 +22,13 @@ CORPORA = ("emodb", "ravdess")
 CHECKPOINTS = REPO_ROOT / "export/checkpoints"
 RUNTIME_MODELS = REPO_ROOT / "runtime/plainsight/models"
 ARTIFACTS = REPO_ROOT / "export/artifacts"
+GITIGNORE = (
+    "# seed-cnn exports are large: rebuild with `plainsight-export build`\n"
+    "*-seed-cnn/\n"
+    "# half-written exports (temp dirs)\n"
+    "/.*\n"
+    "!/.gitignore\n"
+)
 
 
 @dataclass(frozen=True)
@@ -107,10 +114,7 @@ def cmd_build(args) -> int:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     ignore = ARTIFACTS / ".gitignore"
     if not ignore.exists():
-        ignore.write_text(
-            "# seed-cnn exports are large; rebuild with `plainsight-export build`\n"
-            "*-seed-cnn/\n.*\n"
-        )
+        ignore.write_text(GITIGNORE)
     failures = []
     with tempfile.TemporaryDirectory(prefix="plainsight-build-") as tmp:
         for target in targets:

@@ -208,7 +208,9 @@ def export_model_dir(
                     "bytes": (tmp / fname).stat().st_size,
                 }
         manifest = manifest_for(ckpt, name, graph_meta, files, checkpoint_ref or {})
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+        (tmp / "manifest.json").write_text(text)
+        manifest = json.loads(text)  # exactly what readers get (tuples became lists)
         os.chmod(tmp, 0o755)
         if out_dir.exists():
             old = out_dir.with_name(f".{out_dir.name}.old")
