@@ -14,6 +14,7 @@ import shlex
 import sys
 import tempfile
 import time
+from copy import deepcopy
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +49,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--label-smoothing", type=float, default=0.1)
     p.add_argument("--mixup", type=float, default=0.0, help="mixup Beta(a, a) on features; 0 = off")
+    p.add_argument(
+        "--ema",
+        type=float,
+        default=0.0,
+        help="validate and keep an exponential moving average of the weights with this "
+        "decay per step (e.g. 0.99); 0 = off",
+    )
     p.add_argument("--no-specaug", action="store_true", help="no time/frequency masking")
     p.add_argument("--out", help="output folder (default: export/checkpoints/<corpus>)")
     p.add_argument("--name", help="checkpoint file stem (default: the arch)")
@@ -190,6 +198,27 @@ def spec_augment(feats: torch.Tensor, gen: torch.Generator, n_time=2, max_t=20, 
     return feats * mask
 
 
+class WeightAverage:
+    """Exponential moving average of every float tensor of the state dict (incl. BN stats)."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.state = {k: t.detach().clone() for k, t in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        for key, value in model.state_dict().items():
+            if value.is_floating_point():
+                self.state[key].mul_(self.decay).add_(value.detach(), alpha=1 - self.decay)
+            else:
+                self.state[key].copy_(value)
+
+    def averaged(self, model: nn.Module) -> nn.Module:
+        copy = deepcopy(model)
+        copy.load_state_dict(self.state)
+        return copy.eval()
+
+
 def class_weights(labels: np.ndarray, n: int) -> torch.Tensor:
     counts = np.bincount(labels, minlength=n).astype(np.float64)
     w = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / n, 0.0)
@@ -234,6 +263,7 @@ def train_model(args, classes, train: D.ClipSet, val: D.ClipSet | None, seed: in
         file=sys.stderr,
         dynamic_ncols=True,
     )
+    ema = WeightAverage(model, args.ema) if args.ema > 0 else None
     for epoch in bar:
         model.train()
         order = rng.permutation(len(train))
@@ -268,14 +298,17 @@ def train_model(args, classes, train: D.ClipSet, val: D.ClipSet | None, seed: in
             opt.step()
             sched.step()
             losses.append(loss.item())
+            if ema is not None:
+                ema.update(model)
         entry = {"epoch": epoch + 1, "train_loss": float(np.mean(losses))}
+        scored = ema.averaged(model) if ema is not None else model
         if val is not None and len(val):
-            v = evaluate(model, val, classes, fast=True)
+            v = evaluate(scored, val, classes, fast=True)
             entry.update(val_uar=v["uar"], val_loss=v["loss"])
             key = (v["uar"], -v["loss"])
             if epoch >= select_from and key > (best[0], -best[1]):
                 best = (v["uar"], v["loss"])
-                best_state = {k: t.clone() for k, t in model.state_dict().items()}
+                best_state = {k: t.clone() for k, t in scored.state_dict().items()}
                 history["best_epoch"] = epoch + 1
             bar.set_postfix(loss=f"{entry['train_loss']:.3f}", val_uar=f"{v['uar']:.3f}")
         else:
@@ -287,6 +320,7 @@ def train_model(args, classes, train: D.ClipSet, val: D.ClipSet | None, seed: in
             select_from
         )
     else:
+        model.load_state_dict(scored.state_dict())
         history["best_epoch"] = args.epochs
         history["selection"] = "last epoch (no validation speakers)"
     return model.eval(), history
@@ -381,6 +415,7 @@ def run_fixed(args, clips: D.ClipSet, classes) -> dict:
         "weight_decay": args.weight_decay,
         "label_smoothing": args.label_smoothing,
         "mixup": args.mixup,
+        "ema": args.ema,
         "specaug": not args.no_specaug,
         "arch_kwargs": args.arch_kwargs,
         **model_size(model),
