@@ -174,7 +174,8 @@ def check_status(path: str, max_age: float, max_rtf: float) -> tuple[bool, str]:
     from plainsight.health import check_status_file
 
     verdict = check_status_file(path, max_age, max_rtf)
-    return verdict.ok, f"{path}: {verdict.message}"
+    message = verdict.message
+    return verdict.ok, message if message.startswith(str(path)) else f"{path}: {message}"
 
 
 # ----- command ----------------------------------------------------------------------------------
@@ -196,14 +197,15 @@ def run(args) -> int:
     def record(name: str, func, *func_args) -> None:
         if name in args.skip:
             results.append({"check": name, "result": "SKIP", "detail": "skipped (--skip)"})
-            return
-        try:
-            ok, detail = func(*func_args)
-        except Exception as exc:  # noqa: BLE001 - every failure becomes one FAIL line
-            ok, detail = False, f"{type(exc).__name__}: {' '.join(str(exc).split())}"
-        results.append({"check": name, "result": "PASS" if ok else "FAIL", "detail": detail})
+        else:
+            try:
+                ok, detail = func(*func_args)
+            except Exception as exc:  # noqa: BLE001 - every failure becomes one FAIL line
+                ok, detail = False, f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+            results.append({"check": name, "result": "PASS" if ok else "FAIL", "detail": detail})
         if not args.json:
-            print(f"{results[-1]['result']}  {name:9s} {detail}", flush=True)
+            last = results[-1]
+            print(f"{last['result']}  {name:9s} {last['detail']}", flush=True)
 
     if config_note and not args.json:
         print(f"note: {config_note}")
