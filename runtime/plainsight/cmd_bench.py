@@ -6,6 +6,7 @@ installed backend, each in a fresh process.
 from __future__ import annotations
 
 import json
+import os
 
 TARGETS = {"mask_rtf": 0.02, "stream_rtf": 0.2, "peak_rss_mb": 150.0, "import_and_load_s": 1.0}
 
@@ -29,15 +30,21 @@ def run(args) -> int:
     backends = installed_backends() if args.backend == "all" else [args.backend]
     if not backends:
         raise ImportError("no inference backend installed: pip install onnxruntime")
+    load_before = os.getloadavg()[0]
     results = run_all(
         backends, args.threads, args.seconds, args.hop_ms, args.mask_strength, args.model
     )
+    machine = {"cpus": os.cpu_count(), "loadavg_1min": [load_before, os.getloadavg()[0]]}
     for result in results:
         if "error" not in result:
             result["meets_targets"] = {k: result[k] <= v for k, v in TARGETS.items()}
     if args.json:
-        print(json.dumps({"targets": TARGETS, "results": results}, indent=1))
+        print(json.dumps({"targets": TARGETS, "machine": machine, "results": results}, indent=1))
         return 0 if all("error" not in r for r in results) else 1
+    print(
+        f"machine: {machine['cpus']} CPUs, load average {load_before:.1f} before / "
+        f"{machine['loadavg_1min'][1]:.1f} after (wall-time RTF suffers on a busy machine)"
+    )
     for r in results:
         if "error" in r:
             print(f"{r['backend']}: error: {r['error']}")
