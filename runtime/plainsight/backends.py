@@ -18,9 +18,10 @@ import numpy as np
 from plainsight.manifest import ModelSpec
 
 BACKENDS = ("onnx", "tflite")
-# Measured on the compact grad graph, 1 x86 core, ai-edge-litert 2.3.0: with the default
-# XNNPACK delegate (AUTO) 5.3 ms per 2 s window, without it 16.7 ms; forward 1.6 vs 5.1 ms.
-# So keep the default delegate. PLAINSIGHT_TFLITE_RESOLVER overrides it (for benchmarks).
+# Measured on the bundled emodb-compact grad graph, 1 thread, ai-edge-litert 2.3.0, x86:
+# with the default XNNPACK delegate (AUTO) 5-8 ms per 2 s window, without it 13-17 ms
+# (forward: 1.6-1.9 vs 5-6 ms). So the delegate stays on. PLAINSIGHT_TFLITE_RESOLVER
+# (an OpResolverType name) overrides it, e.g. for benchmarks on other CPUs.
 _TFLITE_RESOLVER = "AUTO"
 _INSTALL_HINT = {
     "onnx": "pip install onnxruntime",
