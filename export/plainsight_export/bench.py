@@ -40,20 +40,28 @@ def bench_model_for(arch: str, corpus: str):
     return model, f"{arch} (random init: no checkpoint; speed does not depend on weights)"
 
 
-def interleaved_medians(calls: list[tuple[str, object]], repeats: int) -> list[tuple[str, float]]:
-    """Median ms per call, timed round-robin so load changes on a shared machine hit all alike."""
+def interleaved_medians(calls: list[tuple[str, object]], repeats: int) -> list[tuple]:
+    """(name, wall ms, CPU ms) medians, timed round-robin so load changes hit all alike.
+
+    CPU time (this process, 1 thread) is the steadier number on a shared machine.
+    """
     for _, fn in calls:
         fn()
-    times: dict[str, list[float]] = {name: [] for name, _ in calls}
+    wall: dict[str, list[float]] = {name: [] for name, _ in calls}
+    cpu: dict[str, list[float]] = {name: [] for name, _ in calls}
     for _ in range(repeats):
         for name, fn in calls:
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             fn()
-            times[name].append(time.perf_counter() - start)
-    return [(name, float(np.median(times[name]) * 1000.0)) for name, _ in calls]
+            wall[name].append(time.perf_counter() - start)
+            cpu[name].append(time.process_time() - start_cpu)
+    return [
+        (name, float(np.median(wall[name]) * 1e3), float(np.median(cpu[name]) * 1e3))
+        for name, _ in calls
+    ]
 
 
-def bench_one(model, label: str, repeats: int, log=print) -> list[tuple[str, float]]:
+def bench_one(model, label: str, repeats: int, log=print) -> list[tuple]:
     torch.set_num_threads(1)
     ckpt = model.checkpoint
     n, c = int(ckpt["window_samples"]), len(ckpt["classes"])
@@ -92,7 +100,8 @@ def bench_one(model, label: str, repeats: int, log=print) -> list[tuple[str, flo
             payload = {"waveform": x, "target": target, "bench_repeats": np.int64(repeats)}
             try:
                 res = run_tflite_subprocess(out / "grad.tflite", payload, xnnpack)
-                rows.append((f"tflite-runtime {name} (own process)", float(res["bench_ms"])))
+                wall_ms, cpu_ms = (float(v) for v in res["bench_ms"])
+                rows.append((f"tflite-runtime {name} (own process)", wall_ms, cpu_ms))
             except (FileNotFoundError, RuntimeError) as exc:
                 log(f"skip tflite-runtime {name}: {exc}")
     return rows
@@ -104,9 +113,12 @@ def main_bench(archs=("compact", "seed-cnn"), corpus="emodb", repeats=20) -> int
     for arch in archs:
         model, label = bench_model_for(arch, corpus)
         rows = bench_one(model, label, repeats)
-        base = rows[0][1]
+        base_wall, base_cpu = rows[0][1], rows[0][2]
         print(f"\n{label}")
-        print(f"  {'runtime':40s} {'ms':>9s} {'speed-up vs torch eager':>24s}")
-        for name, ms in rows:
-            print(f"  {name:40s} {ms:9.2f} {base / ms:23.2f}x")
+        print(f"  {'runtime':44s} {'wall ms':>8s} {'x torch':>8s} {'CPU ms':>8s} {'x torch':>8s}")
+        for name, wall_ms, cpu_ms in rows:
+            print(
+                f"  {name:44s} {wall_ms:8.2f} {base_wall / wall_ms:7.2f}x"
+                f" {cpu_ms:8.2f} {base_cpu / cpu_ms:7.2f}x"
+            )
     return 0
