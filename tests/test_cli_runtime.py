@@ -217,7 +217,8 @@ def test_classify_json(tmp_path, capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["model"] == "emodb-compact"
     assert abs(sum(result["overall"]) - 1) < 1e-4
-    assert len(result["windows"]) == 4  # 6.3 s in 2 s windows
+    assert len(result["windows"]) == 6  # 6.3 s: 2 s windows, hop 1 s, last at the end
+    assert abs(result["windows"][-1]["end_s"] - 100580 / 16000) < 1e-3
     assert result["label"] in result["classes"]
 
 

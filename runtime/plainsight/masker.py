@@ -277,10 +277,19 @@ class Masker:
         """Masked copy of `audio` ([N] or [N, channels], float), same shape and rate."""
         audio, mono16 = self._mono16(audio, sample_rate)
         n = len(mono16)
-        windows, valid = self._cut(mono16)
-        bound = self.budget(windows, valid).reshape(-1)[: max(n, self.window)]
-        signal = np.zeros(len(bound), np.float32)
-        signal[:n] = mono16
+        if n < self.window:  # centred in one window, as the models were trained and scored
+            offset = (self.window - n) // 2
+            signal = np.zeros(self.window, np.float32)
+            signal[offset : offset + n] = mono16
+            valid = np.zeros((1, self.window), np.float32)
+            valid[0, offset : offset + n] = 1.0
+            bound = self.budget(signal[None], valid)[0]
+        else:
+            offset = 0
+            windows, valid = self._cut(mono16)
+            bound = self.budget(windows, valid).reshape(-1)[: max(n, self.window)]
+            signal = np.zeros(len(bound), np.float32)
+            signal[:n] = mono16
         delta = np.zeros(len(bound), np.float32)
         # Long audio is optimised in segments (bounded memory), none shorter than a window.
         edges = list(range(0, len(signal), SEGMENT_WINDOWS * self.window)) + [len(signal)]
@@ -290,22 +299,32 @@ class Masker:
             starts = window_starts(e - s, self.window, self.hop)
             clean = signal[s:e][starts[:, None] + np.arange(self.window)[None, :]]
             delta[s:e] = self._optimise(signal[s:e], bound[s:e], starts, clean)
-        delta = to_input_rate(
-            delta[:n], bound[:n], self.sample_rate, int(sample_rate), audio.shape[0]
-        )
+        delta, bound = delta[offset : offset + n], bound[offset : offset + n]
+        delta = to_input_rate(delta, bound, self.sample_rate, int(sample_rate), audio.shape[0])
         if audio.ndim == 2:
             delta = delta[:, None]
         out = np.clip(audio.astype(np.float64) + delta, -1.0, 1.0)
         return out.astype(audio.dtype)
 
     def classify(self, audio: np.ndarray, sample_rate: int, member: int = 0) -> dict:
-        """Emotion probabilities per model window and overall (weighted by real samples)."""
+        """Emotion probabilities per model window and overall, read as in training and
+        evaluation: windows with hop window/2, the last ending at the clip's end, a short
+        clip centred in one zero-padded window; overall = softmax of the mean logits."""
         _, mono16 = self._mono16(audio, sample_rate)
-        windows, valid = self._cut(mono16)
+        n, width = len(mono16), self.window
+        if n < width:
+            offset = (width - n) // 2
+            windows = np.zeros((1, width), np.float32)
+            windows[0, offset : offset + n] = mono16
+            spans = [(0, n)]
+        else:
+            starts = window_starts(n, width, width // 2)
+            windows = mono16[starts[:, None] + np.arange(width)[None, :]]
+            spans = [(int(s), int(s) + width) for s in starts]
         spec = self.members[member].spec
-        probs = softmax(self._logits(self.members[member], windows).astype(np.float64))
-        weights = valid.sum(axis=1)
-        overall = (probs * weights[:, None]).sum(axis=0) / weights.sum()
+        logits = self._logits(self.members[member], windows).astype(np.float64)
+        probs = softmax(logits)
+        overall = softmax(logits.mean(axis=0))
         rate = self.sample_rate
         return {
             "model": spec.name,
@@ -314,12 +333,12 @@ class Masker:
             "overall": [float(p) for p in overall],
             "windows": [
                 {
-                    "start_s": round(i * self.window / rate, 4),
-                    "end_s": round(float(i * self.window + weights[i]) / rate, 4),
+                    "start_s": round(start / rate, 4),
+                    "end_s": round(end / rate, 4),
                     "label": spec.classes[int(p.argmax())],
                     "probs": [float(v) for v in p],
                 }
-                for i, p in enumerate(probs)
+                for (start, end), p in zip(spans, probs, strict=True)
             ],
         }
 
