@@ -241,7 +241,7 @@ def plots(result: dict, out: Path) -> list[Path]:
     save(fig, "accuracy_vs_steps.png")
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-    snr = [r["snr_db_setting"] for r in c["budget"]]
+    snr = [r["median_snr_db"] for r in c["budget"]]  # measured, not the setting
     for ax, group in zip(axes, ("whitebox", "transfer"), strict=True):
         for name in c["budget"][0][group]:
             (line,) = ax.plot(
@@ -267,7 +267,7 @@ def plots(result: dict, out: Path) -> list[Path]:
             )
         ax.axhline(100 * chance, color="grey", lw=0.8, ls="--", label="chance")
         ax.invert_xaxis()
-        ax.set_xlabel("SNR budget (dB), stronger to the right")
+        ax.set_xlabel("median measured SNR (dB), stronger to the right")
         ax.set_title(f"{group} UAR")
         ax.legend(fontsize=6)
     axes[0].set_ylabel("UAR %")
@@ -281,11 +281,12 @@ def plots(result: dict, out: Path) -> list[Path]:
     ax2.plot(snr, [r["median_pesq_wb"] for r in c["budget"]], "-s", color="C2", label="PESQ-wb")
     ax2.set_ylabel("median PESQ-wb")
     ax.invert_xaxis()
-    ax.set_xlabel("SNR budget (dB)")
+    ax.set_xlabel("median measured SNR (dB)")
     ax.set_ylabel("WER %")
     ax.set_ylim(bottom=0)
     ax.set_title(f"{result['corpus']}: speech-to-text and quality vs budget")
-    ax.legend(loc="center left", fontsize=7)
+    if ax.get_lines():
+        ax.legend(loc="center left", fontsize=7)
     ax2.legend(loc="lower left", fontsize=7)
     save(fig, "wer_vs_budget.png")
     return written

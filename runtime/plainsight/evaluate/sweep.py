@@ -35,12 +35,14 @@ SWEEP_STOI_CLIPS = 8
 METHODS = ("fgsm", "ifgsm", "mifgsm")
 
 
-def configurations(corpus: str, base: dict, extra_models: list[str]) -> list[dict]:
+def configurations(
+    base: dict, extra_models: list[str], budgets=SWEEP_BUDGETS, families=None
+) -> list[dict]:
     """The sweep grid: one-factor families around the operating point's steps."""
     objectives = ["untargeted", "neutral", "uniform"]
     steps = base.get("steps") or 5
     configs = []
-    for snr in SWEEP_BUDGETS:
+    for snr in budgets:
         for method in METHODS:
             for objective in objectives:
                 configs.append(
@@ -93,7 +95,13 @@ def run_sweep(args, base: dict, out: Path, command: str, progress: bool) -> list
         ensembles.append(f"{single},{seed_cnn}")
     if args.sweep_models:
         ensembles += [m.strip() for m in args.sweep_models.split(";") if m.strip()]
-    configs = configurations(corpus, base, ensembles)
+    budgets = SWEEP_BUDGETS
+    if getattr(args, "sweep_budgets", None):
+        budgets = tuple(float(b) for b in args.sweep_budgets.split(","))
+    families = None
+    if getattr(args, "sweep_families", None):
+        families = {f.strip() for f in args.sweep_families.split(",")}
+    configs = configurations(base, ensembles, budgets, families)
     # Transfer scorers: the attackers only (so ensembles and single face the same judges).
     from plainsight.evaluate.run import EvalConfig
 
