@@ -31,17 +31,19 @@ while [ $# -gt 0 ]; do
         --capture-device) capture="${2:?--capture-device needs a value}"; shift ;;
         --sink) sink="${2:?--sink needs aloop, fifo or tcp}"; shift ;;
         --python) python="${2:?--python needs an interpreter}"; shift ;;
-        -h | --help) sed -n '2,13p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,11p' "$0"; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
     shift
 done
 case "$sink" in aloop | fifo | tcp) ;; *) die "--sink must be aloop, fifo or tcp, got '$sink'" ;; esac
 
-
 # 1. Integrity: every file of the bundle must match SHA256SUMS before anything is touched.
 [ -f "$bundle/SHA256SUMS" ] || die "$bundle/SHA256SUMS missing: not an unpacked plainsight bundle"
 (cd "$bundle" && sha256sum --quiet --strict -c SHA256SUMS) || die "bundle fails its SHA256SUMS check; re-download it"
+unlisted="$(cd "$bundle" && comm -23 <(find . -type f ! -path ./SHA256SUMS | sed 's|^\./||' | LC_ALL=C sort) \
+    <(cut -c67- SHA256SUMS | LC_ALL=C sort))"
+[ -z "$unlisted" ] || die "bundle holds files not in SHA256SUMS: $(echo $unlisted)"
 version="$(cat "$bundle/VERSION")"
 log "bundle $version verified"
 # shellcheck source=paths.sh

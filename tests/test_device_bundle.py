@@ -220,6 +220,13 @@ def test_tampered_bundle_is_refused_before_touching_anything(unpacked, tmp_path)
     assert result.returncode != 0
     assert "SHA256SUMS" in result.stderr
     assert not (root / "opt").exists() and not (root / "etc").exists()
+    # A file slipped in (e.g. a "newer" wheel pip would prefer) is refused too.
+    copy = tmp_path / "bundle2"
+    shutil.copytree(unpacked, copy)
+    (copy / "wheels/numpy-99.0-py3-none-any.whl").write_bytes(b"PK")
+    result = install(copy, root)
+    assert result.returncode != 0 and "not in SHA256SUMS" in result.stderr
+    assert "numpy-99.0" in result.stderr and not (root / "opt").exists()
 
 
 def test_uninstall_keeps_config_unless_purged(installed, unpacked):
