@@ -7,4 +7,13 @@ __version__ = "0.1.0"
 
 from plainsight.features import FeatureConfig, log_mel  # noqa: E402
 
-__all__ = ["FeatureConfig", "log_mel", "__version__"]
+__all__ = ["FeatureConfig", "Masker", "log_mel", "__version__"]
+
+
+def __getattr__(name):
+    # Lazy, so `import plainsight` stays cheap and loads no backend.
+    if name == "Masker":
+        from plainsight.masker import Masker
+
+        return Masker
+    raise AttributeError(f"module 'plainsight' has no attribute {name!r}")
