@@ -4,13 +4,15 @@ build: committed checkpoints (export/checkpoints/<corpus>/*.pt) -> model directo
   compact     -> runtime/plainsight/models/<corpus>-compact/   grad + forward, committed
   seed-cnn    -> export/artifacts/<corpus>-seed-cnn/             grad + forward, not committed
   attacker-*  -> export/artifacts/<corpus>-attacker-*/           forward only, committed
-build --check: rebuild the committed directories in a temp folder and fail if any file differs.
+build --check: rebuild the committed directories (from git-tracked checkpoints) in a temp folder
+and fail if any file differs or any parity check fails.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -40,7 +42,22 @@ class Target:
     committed: bool
 
 
-def plan(corpora=CORPORA, kinds=("compact", "seed-cnn", "attackers")) -> list[Target]:
+def committed_checkpoints() -> set[Path] | None:
+    """Checkpoints git tracks (None outside a git checkout): --check ignores work in progress."""
+    try:
+        proc = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "ls-files", "-z", "export/checkpoints"],
+            capture_output=True,
+            check=True,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return {REPO_ROOT / name for name in proc.stdout.decode().split("\0") if name}
+
+
+def plan(
+    corpora=CORPORA, kinds=("compact", "seed-cnn", "attackers"), only: set[Path] | None = None
+) -> list[Target]:
     targets = []
     for corpus in corpora:
         folder = CHECKPOINTS / corpus
@@ -60,7 +77,7 @@ def plan(corpora=CORPORA, kinds=("compact", "seed-cnn", "attackers")) -> list[Ta
             for path in sorted(folder.glob("attacker-*.pt")):
                 name = f"{corpus}-{path.stem}"
                 targets.append(Target(path, ARTIFACTS / name, name, ("forward",), True))
-    return targets
+    return [t for t in targets if only is None or t.checkpoint in only]
 
 
 def export_target(target: Target, out_dir: Path) -> dict:
@@ -102,12 +119,14 @@ def compare_dirs(committed: Path, rebuilt: Path) -> list[str]:
 
 
 def cmd_build(args) -> int:
-    from plainsight_export.verify import verify_dir
+    from plainsight_export.verify import VerifyError, verify_dir
 
     kinds = tuple(args.only) if args.only else ("compact", "seed-cnn", "attackers")
-    targets = plan(args.corpus or CORPORA, kinds)
     if args.check:
+        targets = plan(args.corpus or CORPORA, kinds, committed_checkpoints())
         targets = [t for t in targets if t.committed]
+    else:
+        targets = plan(args.corpus or CORPORA, kinds)
     if not targets:
         print(f"error: no checkpoints found under {CHECKPOINTS}", file=sys.stderr)
         return 1
@@ -132,8 +151,14 @@ def cmd_build(args) -> int:
                 for line in problems:
                     print(f"  DIFF {line}")
                 failures += problems
-            if not args.no_verify:
-                checks = verify_dir(target.out_dir if args.check else out, log=lambda _: None)
+            verify_target = target.out_dir if args.check else out
+            if not args.no_verify and verify_target.is_dir():
+                try:
+                    checks = verify_dir(verify_target, log=lambda _: None)
+                except VerifyError as exc:
+                    print(f"  {exc}")
+                    failures.append(str(exc))
+                    continue
                 bad = [c for c in checks if not c.ok]
                 for check in bad:
                     print(f"  {check.line()}")
