@@ -23,7 +23,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 BUILD = [sys.executable, str(REPO / "device" / "build_bundle.py")]
-PYTHON = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else "python3"  # as on a device
+PYTHON_CANDIDATES = ("/usr/bin/python3", "python3.11", getattr(sys, "_base_executable", ""))
 EXPECTED = {
     "install.sh",
     "uninstall.sh",
@@ -125,11 +125,21 @@ def tree_state(root: Path) -> dict[str, str]:
     return state
 
 
+def device_python() -> str:
+    """A CPython 3.11 with venv support (the bundle's wheels are cp311), as on the device."""
+    probe = "import sys, ensurepip; sys.exit(sys.version_info[:2] != (3, 11))"
+    for candidate in PYTHON_CANDIDATES:
+        path = shutil.which(candidate) if candidate else None
+        if path and subprocess.run([path, "-c", probe], capture_output=True).returncode == 0:
+            return path
+    pytest.fail(f"no CPython 3.11 with venv/ensurepip among {PYTHON_CANDIDATES}")
+
+
 def install(unpacked: Path, root: Path, *extra: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PIP_NO_COMPILE="1")
     env.pop("PIP_FIND_LINKS", None)  # offline means the bundle's wheels only
     return subprocess.run(
-        [str(unpacked / "install.sh"), "--root", str(root), "--python", PYTHON, *extra],
+        [str(unpacked / "install.sh"), "--root", str(root), "--python", device_python(), *extra],
         capture_output=True,
         text=True,
         timeout=600,
