@@ -156,3 +156,33 @@ def test_train_cli_errors(tmp_path, capsys):
 
     assert train.main(["--corpus", "emodb", "--data", str(tmp_path)]) == 2
     assert "corpus folder not found" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_training_leave_one_speaker_out(tmp_path):
+    import json
+
+    from plainsight_export import train
+
+    _tiny_emodb(tmp_path)
+    argv = [
+        "--corpus",
+        "emodb",
+        "--data",
+        str(tmp_path),
+        "--arch",
+        "mfcc-linear",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--loso",
+        "--out",
+        str(tmp_path / "cv"),
+        "--no-progress",
+    ]
+    assert train.main(argv) == 0
+    report = json.loads((tmp_path / "cv" / "mfcc-linear.loso.report.json").read_text())
+    assert [f["speaker"] for f in report["folds"]] == ["03", "08", "10", "11", "15"]
+    assert sum(f["n"] for f in report["folds"]) == 35
+    assert np.asarray(report["pooled"]["confusion"]).sum() == 35
