@@ -27,7 +27,9 @@ from plainsight_export import data as D
 from plainsight_export import models as M
 
 WINDOW = 32000  # 2 s at 16 kHz
-DEFAULT_EPOCHS = {"compact": 60, "seed-cnn": 60, "mfcc-linear": 40}
+# EmoDB has ~2.6x fewer training clips than RAVDESS, so it gets more epochs.
+DEFAULT_EPOCHS = {"emodb": 100, "ravdess": 60}
+MFCC_EPOCHS = 40
 DEFAULT_LR = {"compact": 3e-3, "seed-cnn": 1e-3, "mfcc-linear": 1e-2}
 DEFAULT_WD = {"compact": 1e-2, "seed-cnn": 1e-2, "mfcc-linear": 1e-2}
 
@@ -43,7 +45,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--arch", default="compact", choices=M.ARCHS)
     p.add_argument("--arch-kwargs", default="{}", help="JSON dict passed to build_model")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--epochs", type=int, help="default: 60 (mfcc-linear 40)")
+    p.add_argument("--epochs", type=int, help="default: EmoDB 100, RAVDESS 60 (mfcc-linear 40)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float)
     p.add_argument("--weight-decay", type=float)
@@ -81,7 +83,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         assert isinstance(args.arch_kwargs, dict)
     except (ValueError, AssertionError):
         p.error("--arch-kwargs must be a JSON object")
-    args.epochs = args.epochs or DEFAULT_EPOCHS[args.arch]
+    if args.epochs is None:
+        args.epochs = MFCC_EPOCHS if args.arch == "mfcc-linear" else DEFAULT_EPOCHS[args.corpus]
     if args.epochs < 1:
         p.error("--epochs must be >= 1")
     args.lr = args.lr or DEFAULT_LR[args.arch]
