@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -10,7 +11,9 @@ pytest.importorskip("torch")
 pytest.importorskip("litert_torch")
 pytest.importorskip("ai_edge_litert")
 
+import onnx  # noqa: E402
 from plainsight_export import cli  # noqa: E402
+from plainsight_export.export import sha256_file  # noqa: E402
 
 
 def test_build_check_matches_committed_artifacts(capsys):
@@ -35,11 +38,32 @@ def test_compare_dirs_reports_a_changed_file(tmp_path):
     copy = tmp_path / "emodb-compact"
     shutil.copytree(committed, copy)
     assert cli.compare_dirs(committed, copy) == []
-    data = bytearray((copy / "grad.tflite").read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    (copy / "grad.tflite").write_bytes(bytes(data))
+    manifest = json.loads((copy / "manifest.json").read_text())
+
+    def rewrite(fname: str, data: bytes) -> None:
+        (copy / fname).write_bytes(data)
+        manifest["files"][fname].update(sha256=sha256_file(copy / fname), bytes=len(data))
+        (copy / "manifest.json").write_text(json.dumps(manifest))
+
+    # Different weights (one float of the grad graph flipped): must be reported.
+    data = bytearray((copy / "grad.onnx").read_bytes())
+    data[len(data) // 2] ^= 0x40
+    rewrite("grad.onnx", bytes(data))
+    notes: list[str] = []
+    problems = cli.compare_dirs(copy, committed, notes)
+    assert any("grad.onnx: differs" in p for p in problems), (problems, notes)
+    # Same graph, different bytes (re-serialised by onnx): accepted with a note.
+    shutil.copy(committed / "grad.onnx", copy / "grad.onnx")
+    model = onnx.load(copy / "grad.onnx")
+    model.producer_version = "re-serialised"
+    rewrite("grad.onnx", model.SerializeToString())
+    notes = []
+    assert cli.compare_dirs(copy, committed, notes) == []
+    assert any("outputs equal" in n for n in notes)
+    # A changed manifest field (classes) is never accepted.
+    manifest["classes"][0] = "rage"
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    assert "classes" in cli.compare_dirs(copy, committed)[0]
     (copy / "extra.bin").write_bytes(b"x")
-    problems = cli.compare_dirs(committed, copy)
-    assert any("grad.tflite: differs" in p for p in problems)
-    assert any("extra.bin: missing" in p for p in problems)
+    assert any("not produced" in p for p in cli.compare_dirs(copy, committed))
     assert cli.compare_dirs(tmp_path / "absent", copy)[0].endswith("and commit it)")

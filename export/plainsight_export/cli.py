@@ -18,12 +18,15 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from plainsight_export.verify import REPO_ROOT
 
 CORPORA = ("emodb", "ravdess")
 CHECKPOINTS = REPO_ROOT / "export/checkpoints"
 RUNTIME_MODELS = REPO_ROOT / "runtime/plainsight/models"
 ARTIFACTS = REPO_ROOT / "export/artifacts"
+OUTPUT_TOLERANCE = 1e-6
 GITIGNORE = (
     "# seed-cnn exports are large: rebuild with `plainsight-export build`\n"
     "*-seed-cnn/\n"
@@ -100,21 +103,74 @@ def _dir_hashes(directory: Path) -> dict[str, str]:
     return {p.name: sha256_file(p) for p in sorted(directory.iterdir()) if p.is_file()}
 
 
-def compare_dirs(committed: Path, rebuilt: Path) -> list[str]:
-    """Differences between a committed model directory and a fresh rebuild (empty = same)."""
+def _graph_outputs(path: Path, waveforms: np.ndarray, n_classes: int) -> list[np.ndarray]:
+    from plainsight_export import tflite_worker
+
+    targets = np.full((waveforms.shape[0], n_classes), 1.0 / n_classes, np.float32)
+    if path.suffix == ".onnx":
+        import onnxruntime as ort
+
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        feeds = {"waveform": waveforms, "target": targets}
+        feeds = {i.name: feeds[i.name] for i in sess.get_inputs()}
+        return sess.run(None, feeds)
+    runner = tflite_worker.TfliteRunner(path)
+    out = runner.run(waveforms, targets if "target" in runner.inputs else None)
+    return [out[k] for k in sorted(out)]
+
+
+def _same_outputs(committed: Path, rebuilt: Path, manifest: dict) -> bool:
+    """Do two graph files compute the same outputs (to OUTPUT_TOLERANCE) on test inputs?"""
+    from plainsight_export.verify import speech_like
+
+    n = int(manifest["window_samples"])
+    rng = np.random.default_rng(0)
+    waveforms = np.stack([speech_like(n), (0.1 * rng.standard_normal(n)).astype(np.float32)])
+    try:
+        a = _graph_outputs(committed, waveforms, len(manifest["classes"]))
+        b = _graph_outputs(rebuilt, waveforms, len(manifest["classes"]))
+    except Exception:  # an unloadable graph is simply not the same graph
+        return False
+    return len(a) == len(b) and all(
+        x.shape == y.shape and float(np.abs(x - y).max()) <= OUTPUT_TOLERANCE
+        for x, y in zip(a, b, strict=True)
+    )
+
+
+def _manifest_core(manifest: dict) -> dict:
+    """A manifest without what a toolchain change alone may alter (hashes, sizes, versions)."""
+    core = {k: v for k, v in manifest.items() if k != "versions"}
+    core["files"] = {
+        f: {k: v for k, v in meta.items() if k not in ("sha256", "bytes")}
+        for f, meta in manifest["files"].items()
+    }
+    return core
+
+
+def compare_dirs(committed: Path, rebuilt: Path, notes: list | None = None) -> list[str]:
+    """Differences between a committed model directory and a fresh rebuild (empty = same).
+
+    Byte-identical files pass. A graph file whose bytes differ passes only if it computes the
+    same outputs (a serialisation change of the toolchain), with a note; anything else fails.
+    """
+    notes = [] if notes is None else notes
     if not committed.is_dir():
         return [f"{committed}: missing (run `plainsight-export build` and commit it)"]
     ours, fresh = _dir_hashes(committed), _dir_hashes(rebuilt)
     problems = [f"{committed / n}: not produced by the pipeline" for n in ours.keys() - fresh]
     problems += [f"{committed / n}: missing" for n in fresh.keys() - ours]
-    for name in sorted(ours.keys() & fresh):
-        if ours[name] != fresh[name]:
-            problems.append(f"{committed / name}: differs from the rebuilt file")
-    if "manifest.json" in ours and ours["manifest.json"] != fresh.get("manifest.json", ""):
-        old = json.loads((committed / "manifest.json").read_text())
-        new = json.loads((rebuilt / "manifest.json").read_text())
+    if problems or ours == fresh:
+        return problems
+    old = json.loads((committed / "manifest.json").read_text())
+    new = json.loads((rebuilt / "manifest.json").read_text())
+    if _manifest_core(old) != _manifest_core(new):
         keys = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
-        problems.append(f"{committed.name}/manifest.json keys that differ: {keys}")
+        return [f"{committed / 'manifest.json'}: differs from the rebuild in {keys}"]
+    for name in sorted(n for n in ours if n != "manifest.json" and ours[n] != fresh[n]):
+        if _same_outputs(committed / name, rebuilt / name, new):
+            notes.append(f"{committed / name}: bytes differ, outputs equal (toolchain change?)")
+        else:
+            problems.append(f"{committed / name}: differs from the rebuilt file")
     return problems
 
 
@@ -147,7 +203,10 @@ def cmd_build(args) -> int:
             for fname, meta in sorted(manifest["files"].items()):
                 print(f"  {fname:15s} {meta['bytes'] / 1e6:6.2f} MB  sha256 {meta['sha256'][:16]}")
             if args.check:
-                problems = compare_dirs(target.out_dir, out)
+                notes: list[str] = []
+                problems = compare_dirs(target.out_dir, out, notes)
+                for line in notes:
+                    print(f"  NOTE {line}")
                 for line in problems:
                     print(f"  DIFF {line}")
                 failures += problems
