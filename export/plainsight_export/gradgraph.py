@@ -78,6 +78,11 @@ def compile_body(body: nn.Sequential) -> list[tuple[str, dict]]:
     return steps
 
 
+def _dims(t: torch.Tensor) -> tuple[int, ...]:
+    """Static sizes as Python ints, so exporters bake them in instead of tracing Shape ops."""
+    return tuple(int(d) for d in t.shape)
+
+
 def _channel_view(t: torch.Tensor, ndim: int) -> torch.Tensor:
     """Per-channel vector [C] shaped to broadcast over [B, C, ...] of ndim dims."""
     return t.reshape(1, -1, *([1] * (ndim - 2)))
@@ -85,7 +90,7 @@ def _channel_view(t: torch.Tensor, ndim: int) -> torch.Tensor:
 
 def _dilate(x: torch.Tensor, stride: tuple[int, int]) -> torch.Tensor:
     """Insert stride-1 zeros between rows / columns of [B, C, H, W] (5-D at most, for TFLite)."""
-    b_, c, h, w = x.shape
+    _, c, h, w = _dims(x)
     sh, sw = stride
     if sh > 1:
         x = F.pad(x.unsqueeze(3), (0, 0, 0, sh - 1)).reshape(-1, c, h * sh, w)
@@ -177,7 +182,7 @@ class _Graph(nn.Module):
         """[B, N + 2 pad] -> [B, T, win] using only pad / reshape / slice / concat."""
         k = self._n_chunks()
         need = (n_frames + k - 1) * self.hop
-        have = padded.shape[-1]
+        have = _dims(padded)[-1]
         padded = F.pad(padded, (0, need - have)) if need > have else padded[:, :need]
         chunks = padded.reshape(-1, n_frames + k - 1, self.hop)
         frames = torch.cat([chunks[:, j : j + n_frames] for j in range(k)], dim=2)
@@ -186,7 +191,7 @@ class _Graph(nn.Module):
     def _overlap_add(self, frames: torch.Tensor, n_samples: int) -> torch.Tensor:
         """Adjoint of _frames + padding: [B, T, win] -> d/dwaveform [B, N]."""
         k = self._n_chunks()
-        n_frames = frames.shape[1]
+        n_frames = _dims(frames)[1]
         frames = F.pad(frames, (0, k * self.hop - self.win)).reshape(-1, n_frames, k, self.hop)
         total = None
         for j in range(k):
@@ -194,13 +199,14 @@ class _Graph(nn.Module):
             total = part if total is None else total + part
         flat = total.reshape(-1, (n_frames + k - 1) * self.hop)
         need = self.pad + n_samples
-        if need > flat.shape[-1]:
-            flat = F.pad(flat, (0, need - flat.shape[-1]))
+        have = (n_frames + k - 1) * self.hop
+        if need > have:
+            flat = F.pad(flat, (0, need - have))
         return flat[:, self.pad : need]
 
     def _spectrum(self, waveform: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Re, Im of each frame, [B, T, bins] each."""
-        n_frames = self.cfg.n_frames(waveform.shape[-1])
+        n_frames = self.cfg.n_frames(_dims(waveform)[-1])
         padded = F.pad(waveform, (self.pad, self.pad))
         if self.frontend_mode == "symmetric":
             half = self.win // 2
@@ -237,7 +243,7 @@ class _Graph(nn.Module):
             return self._overlap_add(frames * self.window, n_samples)
         if self.frontend_mode == "conv":
             d_spec = d_spec.transpose(1, 2)
-            n_frames = d_spec.shape[-1]
+            n_frames = _dims(d_spec)[-1]
             produced = (n_frames - 1) * self.hop + self.win
             full = F.conv_transpose1d(d_spec, self.dft_kernels, stride=self.hop)[:, 0]
             need = self.pad + n_samples
@@ -264,13 +270,14 @@ class _Graph(nn.Module):
         weight = self._p(idx, "weight")
         kh, kw = weight.shape[2:]
         (sh, sw), (ph, pw) = spec["stride"], spec["padding"]
-        out_h, out_w = g.shape[2:]
+        out_h, out_w = _dims(g)[2:]
         extra_h = x_shape[2] - ((out_h - 1) * sh - 2 * ph + kh)
         extra_w = x_shape[3] - ((out_w - 1) * sw - 2 * pw + kw)
         if self.conv_backward == "transpose":
             # VALID transposed conv, then crop the forward padding (TFLite has no padded one).
             full = F.conv_transpose2d(g, weight, None, (sh, sw), 0, 0, spec["groups"])
-            full = F.pad(full, (0, max(extra_w - pw, 0), 0, max(extra_h - ph, 0)))
+            if extra_w > pw or extra_h > ph:
+                full = F.pad(full, (0, max(extra_w - pw, 0), 0, max(extra_h - ph, 0)))
             return full[:, :, ph : ph + x_shape[2], pw : pw + x_shape[3]]
         g = _dilate(g, (sh, sw))
         # Full correlation with the flipped kernel; crop the forward padding, add the unused tail.
@@ -303,7 +310,7 @@ class _Graph(nn.Module):
             kind, spec = self.steps[idx]
             x = saved[idx]
             if kind == "conv":
-                g = self._conv_input_grad(idx, spec, g, x.shape)
+                g = self._conv_input_grad(idx, spec, g, _dims(x))
             elif kind == "linear":
                 g = torch.matmul(g, self._p(idx, "weight"))
             elif kind == "affine":
@@ -311,13 +318,15 @@ class _Graph(nn.Module):
             elif kind == "relu":
                 g = torch.where(x > 0, g, torch.zeros_like(g))
             elif kind == "flatten":
-                g = g.reshape(-1, *x.shape[1:])
+                g = g.reshape(-1, *_dims(x)[1:])
             elif kind == "mean":
-                count = 1
+                dims = _dims(x)
+                spread = [1] * len(dims)
                 for d in spec["dims"]:
                     g = g.unsqueeze(d)
-                    count *= x.shape[d]
-                g = g.expand_as(x) * (1.0 / count)
+                    spread[d] = dims[d]
+                count = math.prod(spread)
+                g = g * torch.full(spread, 1.0 / count, dtype=g.dtype)  # broadcast = expand / n
         return g
 
     # ---- whole model ----------------------------------------------------------------------
@@ -359,7 +368,7 @@ class GradientGraph(_Graph):
         g = self._body_backward(g, saved)[:, 0]  # [B, T, mels]
         d_power = torch.matmul(g * self.inv_std / mel, self.mel_fb.t())  # [B, T, bins]
         d_spec = torch.cat([re * d_power, im * d_power], dim=2) * 2.0
-        return logits, self._spectrum_backward(d_spec, waveform.shape[-1])
+        return logits, self._spectrum_backward(d_spec, _dims(waveform)[-1])
 
 
 def autograd_reference(model: nn.Module, waveform: torch.Tensor, target: torch.Tensor):
