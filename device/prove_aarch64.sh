@@ -101,6 +101,9 @@ step "debootstrap arm64 bookworm from $mirror (first stage)"
 nice -n 10 debootstrap --arch=arm64 --variant=minbase --foreign \
     --include=python3,python3-venv,alsa-utils bookworm "$root" "$mirror" >"$work/debootstrap.log" 2>&1 ||
     { tail -20 "$work/debootstrap.log"; die "debootstrap first stage failed"; }
+# A throw-away root: skip dpkg's fsyncs (as build chroots do).
+mkdir -p "$root/etc/dpkg/dpkg.cfg.d"
+echo force-unsafe-io >"$root/etc/dpkg/dpkg.cfg.d/90plainsight-unsafe-io"
 step "debootstrap second stage (emulated)"
 nice -n 10 chroot "$root" /debootstrap/debootstrap --second-stage >>"$work/debootstrap.log" 2>&1 ||
     { tail -20 "$root/debootstrap/debootstrap.log" "$work/debootstrap.log" 2>/dev/null; die "debootstrap second stage failed"; }
