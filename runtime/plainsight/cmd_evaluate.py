@@ -6,7 +6,7 @@ UAR/accuracy/confusion/mutual information, Whisper WER, SNR/PESQ-wb/STOI and the
 real-time factor. Writes evaluate.json, evaluate.md and PNG plots into --out.
 
 Defaults (about 10-20 min per corpus on 2 cores): EmoDB all 107 test clips, RAVDESS the
-first 192 of the class-balanced order (24 per class); Whisper on the first 42 of those.
+first 128 of the class-balanced order (16 per class); Whisper on the first 42 of those.
 """
 
 from __future__ import annotations
@@ -23,7 +23,15 @@ EXIT_USAGE = 2
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from plainsight.cli import add_engine_arguments
 
-    parser.add_argument("--corpus", required=True, choices=["emodb", "ravdess"])
+    parser.add_argument(
+        "--corpus", choices=["emodb", "ravdess"], help="required unless --summarize"
+    )
+    parser.add_argument(
+        "--summarize",
+        nargs="+",
+        metavar="JSON",
+        help="print one README table from earlier evaluate.json files and exit",
+    )
     parser.add_argument(
         "--data",
         default=os.environ.get("PLAINSIGHT_DATA"),
@@ -34,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         help="clips (class-balanced prefix of the test speakers' clips; 0 = all). "
-        "Default: emodb all 107, ravdess 192",
+        "Default: emodb all 107, ravdess 128",
     )
     parser.add_argument("--asr-limit", type=int, default=42, help="clips for Whisper (42)")
     parser.add_argument(
@@ -90,6 +98,21 @@ def masker_kwargs(args) -> dict:
 
 
 def run(args) -> int:
+    if args.summarize:
+        import json
+
+        from plainsight.evaluate.report import summary_table
+
+        try:
+            results = [json.loads(Path(p).read_text()) for p in args.summarize]
+        except (OSError, ValueError) as exc:
+            print(f"plainsight evaluate: cannot read results: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        print(summary_table(results), end="")
+        return 0
+    if not args.corpus:
+        print("plainsight evaluate: --corpus is required (emodb or ravdess)", file=sys.stderr)
+        return EXIT_USAGE
     if not args.data:
         print(
             "plainsight evaluate: no corpus folder: pass --data or set PLAINSIGHT_DATA",

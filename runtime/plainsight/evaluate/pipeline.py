@@ -21,7 +21,7 @@ from plainsight.masker import Masker
 
 SAMPLE_RATE = 16000
 ARTIFACTS_ENV = "PLAINSIGHT_ARTIFACTS"
-DEFAULT_LIMITS = {"emodb": 0, "ravdess": 192}  # 0 = every test clip (EmoDB has 107)
+DEFAULT_LIMITS = {"emodb": 0, "ravdess": 128}  # 0 = all test clips (EmoDB 107); RAVDESS 16/class
 DEFAULT_ASR_LIMIT = 42
 NOISE_SEED = 1234
 

@@ -297,3 +297,42 @@ def write_all(result: dict, out: Path, command: str, stem: str = "evaluate") -> 
     write_json(out / f"{stem}.json", result)
     atomic_write_bytes(out / f"{stem}.md", markdown(result, command).encode())
     return [out / f"{stem}.json", out / f"{stem}.md", *plots(result, out)]
+
+
+def summary_table(results: list[dict]) -> str:
+    """One README table over several evaluate.json results (e.g. both corpora)."""
+    lines = [
+        "| corpus | model (role) | clean UAR | masked UAR | noise-control UAR | "
+        "masked beats noise by | MI masked (bits) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        for group, role in (("whitebox", "white-box"), ("transfer", None)):
+            for name, clean in r[group]["clean"].items():
+                masked = r[group]["masked"][name]
+                noise = r[group]["noise"][name]
+                who = role or r["transfer_models"].get(name, "transfer")
+                lines.append(
+                    f"| {r['corpus']} (chance {pct(r['chance_uar'])}) | {name} ({who}) | "
+                    f"{pct(clean['uar'])} | {pct(masked['uar'])} | {pct(noise['uar'])} | "
+                    f"{pct(noise['uar'] - masked['uar'])} | {num(masked['mi_bits'])} |"
+                )
+    lines += [
+        "",
+        "| corpus | WER clean | WER masked | WER noise | median SNR dB (p10) | "
+        "PESQ-wb (p10) | STOI (p10) | masking RTF |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        a = r.get("asr")
+        q = r["quality"]["masked"]
+        wers = (
+            [pct(a["clean"]["wer"]), pct(a["masked"]["wer"]), pct(a["noise"]["wer"])]
+            if a
+            else ["n/a"] * 3
+        )
+        lines.append(
+            f"| {r['corpus']} | " + " | ".join(wers) + f" | {dist(q['snr_db'], 1)} | "
+            f"{dist(q.get('pesq_wb'))} | {dist(q.get('stoi'), 3)} | {r['rtf']:.4f} |"
+        )
+    return "\n".join(lines) + "\n"
