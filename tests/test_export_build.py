@@ -11,7 +11,9 @@ pytest.importorskip("torch")
 pytest.importorskip("litert_torch")
 pytest.importorskip("ai_edge_litert")
 
+import numpy as np  # noqa: E402
 import onnx  # noqa: E402
+from onnx import numpy_helper  # noqa: E402
 from plainsight_export import cli  # noqa: E402
 from plainsight_export.export import sha256_file  # noqa: E402
 
@@ -45,10 +47,11 @@ def test_compare_dirs_reports_a_changed_file(tmp_path):
         manifest["files"][fname].update(sha256=sha256_file(copy / fname), bytes=len(data))
         (copy / "manifest.json").write_text(json.dumps(manifest))
 
-    # Different weights (one float of the grad graph flipped): must be reported.
-    data = bytearray((copy / "grad.onnx").read_bytes())
-    data[len(data) // 2] ^= 0x40
-    rewrite("grad.onnx", bytes(data))
+    # Different weights (one conv kernel scaled by 1.1): must be reported.
+    changed = onnx.load(copy / "grad.onnx")
+    kernel = max(changed.graph.initializer, key=lambda t: len(t.dims) == 4 and np.prod(t.dims))
+    kernel.CopyFrom(numpy_helper.from_array(1.1 * numpy_helper.to_array(kernel), kernel.name))
+    rewrite("grad.onnx", changed.SerializeToString())
     notes: list[str] = []
     problems = cli.compare_dirs(copy, committed, notes)
     assert any("grad.onnx: differs" in p for p in problems), (problems, notes)
