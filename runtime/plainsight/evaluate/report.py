@@ -303,8 +303,8 @@ def summary_table(results: list[dict]) -> str:
     """One README table over several evaluate.json results (e.g. both corpora)."""
     lines = [
         "| corpus | model (role) | clean UAR | masked UAR | noise-control UAR | "
-        "masked beats noise by | MI masked (bits) |",
-        "|---|---|---|---|---|---|---|",
+        "masked minus clean | masked beats noise by | MI masked (bits) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         for group, role in (("whitebox", "white-box"), ("transfer", None)):
@@ -315,6 +315,7 @@ def summary_table(results: list[dict]) -> str:
                 lines.append(
                     f"| {r['corpus']} (chance {pct(r['chance_uar'])}) | {name} ({who}) | "
                     f"{pct(clean['uar'])} | {pct(masked['uar'])} | {pct(noise['uar'])} | "
+                    f"{pct(masked['uar'] - clean['uar'])} | "
                     f"{pct(noise['uar'] - masked['uar'])} | {num(masked['mi_bits'])} |"
                 )
     lines += [
