@@ -110,3 +110,15 @@ def test_balanced_order_is_round_robin():
     utts = [u(i, "anger") for i in range(5)] + [u(10 + i, "fear") for i in range(2)]
     order = [x.label for x in balanced_order(utts)]
     assert order == ["anger", "fear", "anger", "fear", "anger", "anger", "anger"]
+
+
+def test_clip_windows_protocol():
+    from plainsight.evaluate.pipeline import clip_windows
+
+    short = np.arange(1, 7, dtype=np.float32)
+    w = clip_windows(short, 10)
+    assert w.shape == (1, 10) and list(w[0]) == [0, 0, 1, 2, 3, 4, 5, 6, 0, 0]
+    long = np.arange(23, dtype=np.float32)
+    w = clip_windows(long, 10)  # hop 5: starts 0, 5, 10 and a last one ending at the end (13)
+    assert [int(row[0]) for row in w] == [0, 5, 10, 13] and w[-1][-1] == 22
+    assert clip_windows(np.ones(10, np.float32), 10).shape == (1, 10)
