@@ -122,3 +122,14 @@ def test_clip_windows_protocol():
     w = clip_windows(long, 10)  # hop 5: starts 0, 5, 10 and a last one ending at the end (13)
     assert [int(row[0]) for row in w] == [0, 5, 10, 13] and w[-1][-1] == 22
     assert clip_windows(np.ones(10, np.float32), 10).shape == (1, 10)
+
+
+def test_sweep_grid_families():
+    from plainsight.evaluate.sweep import configurations
+
+    full = configurations({"steps": 10}, ["a,b"], budgets=(35.0,))
+    assert len(full) == 9 + 3 + 3
+    only = configurations({"steps": 10}, ["a,b"], budgets=(35.0, 30.0), families={"envelope"})
+    assert len(only) == 6 and all(c["envelope"] for c in only)
+    with pytest.raises(ValueError, match="unknown sweep families"):
+        configurations({}, [], families={"nope"})

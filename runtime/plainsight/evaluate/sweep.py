@@ -33,6 +33,7 @@ SWEEP_DEFAULT_LIMIT = {"emodb": 70, "ravdess": 80}
 SWEEP_PESQ_CLIPS = 24
 SWEEP_STOI_CLIPS = 8
 METHODS = ("fgsm", "ifgsm", "mifgsm")
+FAMILIES = ("method x objective", "envelope", "ensemble")
 
 
 def configurations(
@@ -79,6 +80,11 @@ def configurations(
                         "model": models,
                     }
                 )
+    if families:
+        unknown = set(families) - {c["family"] for c in configs} - set(FAMILIES)
+        if unknown:
+            raise ValueError(f"unknown sweep families {sorted(unknown)}; choose from {FAMILIES}")
+        configs = [c for c in configs if c["family"] in families]
     return configs
 
 
