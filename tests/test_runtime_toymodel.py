@@ -113,7 +113,9 @@ def test_toy_gradient_matches_hand_computation(toy_model):
 def test_toy_fgsm_untargeted_moves_away_and_respects_budget(toy_model):
     from plainsight.masker import Masker
 
-    masker = Masker(model=toy_model, backend="onnx", method="fgsm", eps=0.01)
+    masker = Masker(
+        model=toy_model, backend="onnx", method="fgsm", eps=0.01, objective="untargeted"
+    )
     x = np.random.default_rng(2).uniform(-0.3, 0.3, TOY_WINDOW * 3 + 100).astype(np.float32)
     out = masker.mask(x, 16000)
     assert out.shape == x.shape

@@ -68,9 +68,9 @@ def add_engine_arguments(parser: argparse.ArgumentParser, masking: bool = True) 
         "--mask-target",
         "--target",
         dest="mask_target",
-        default="untargeted",
-        help="untargeted (away from the model's own prediction), uniform, or a class "
-        "name such as neutral (towards it)",
+        default=None,
+        help="neutral (default; untargeted if a model has no neutral class), untargeted "
+        "(away from the model's own prediction), uniform, or any class name (towards it)",
     )
     group.add_argument(
         "--mask-envelope",
