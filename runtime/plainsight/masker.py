@@ -18,7 +18,7 @@ from plainsight.resample import resample
 
 METHODS = ("fgsm", "ifgsm", "mifgsm")
 # The ONE table of strength presets, chosen from `plainsight evaluate` measurements
-# (runtime/plainsight/evaluate/RESULTS.md): 10 I-FGSM steps toward "neutral" took the
+# (docs/EVALUATION.md): 10 I-FGSM steps toward "neutral" took the
 # white-box UAR to chance on both corpora; the budget trades hiding against quality.
 # medium = 35 dB is the lowest budget that kept median SNR >= 35 dB and PESQ-wb >= 3.5.
 STRENGTHS = {
