@@ -1,4 +1,4 @@
-"""python -m plainsight_export train ... | <export subcommand> ..."""
+"""python -m plainsight_export train ... | spectrogram-reference ... | <export subcommand> ..."""
 
 from __future__ import annotations
 
@@ -11,6 +11,10 @@ def main(argv=None) -> int:
         from plainsight_export.train import main as train_main
 
         return train_main(argv[1:])
+    if argv and argv[0] == "spectrogram-reference":
+        from plainsight_export.spectrogram_reference import main as reference_main
+
+        return reference_main(argv[1:])
     try:
         from plainsight_export.cli import main as cli_main
     except ImportError as exc:
