@@ -235,8 +235,7 @@ class Masker:
                 for first in range(0, len(starts), self.batch):
                     last = first + self.batch
                     _, g = member.grad.run(current[first:last], target[first:last])
-                    for start, g_window in zip(starts[first:last], g, strict=True):
-                        grad[start : start + width] += g_window  # overlap-add
+                    np.add.at(grad, index[first:last], g)  # overlap-add, in window order
             grad *= bound  # chain rule through delta = bound * u
             if self.method == "mifgsm":
                 velocity = MOMENTUM * velocity + grad / max(float(np.abs(grad).mean()), 1e-20)
