@@ -15,6 +15,10 @@ def main(argv=None) -> int:
         from plainsight_export.spectrogram_reference import main as reference_main
 
         return reference_main(argv[1:])
+    if argv and argv[0] == "transfer-study":
+        from plainsight_export.transfer_study import main as study_main
+
+        return study_main(argv[1:])
     try:
         from plainsight_export.cli import main as cli_main
     except ImportError as exc:
