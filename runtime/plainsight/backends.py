@@ -15,7 +15,7 @@ import sys
 
 import numpy as np
 
-from plainsight.manifest import ModelSpec
+from plainsight.manifest import ManifestError, ModelSpec
 
 BACKENDS = ("onnx", "tflite")
 # Measured on the bundled emodb-compact grad graph, 1 thread, ai-edge-litert 2.3.0, x86:
@@ -114,6 +114,8 @@ class OnnxGraph:
         )
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.outputs = [o.name for o in self.session.get_outputs()]
+        tensors = self.session.get_inputs() + self.session.get_outputs()
+        self.widths = {t.name: _static_width(t.shape) for t in tensors}
 
     def run(self, waveform: np.ndarray, target: np.ndarray | None = None):
         feeds = {"waveform": np.ascontiguousarray(waveform, np.float32)}
@@ -137,8 +139,12 @@ class TfliteGraph:
             kwargs["experimental_op_resolver_type"] = getattr(module.OpResolverType, resolver)
         self.interpreter = module.Interpreter(**kwargs)
         self.interpreter.allocate_tensors()
-        self._in = self._by_role(self.interpreter.get_input_details(), "waveform", "target")
-        self._out = self._by_role(self.interpreter.get_output_details(), "grad", "logits")
+        inputs = self.interpreter.get_input_details()
+        outputs = self.interpreter.get_output_details()
+        self._in = self._by_role(inputs, "waveform", "target")
+        self._out = self._by_role(outputs, "grad", "logits")
+        width = {d["index"]: _static_width(d["shape"]) for d in inputs + outputs}
+        self.widths = {role: width[index] for role, index in {**self._in, **self._out}.items()}
 
     @staticmethod
     def _by_role(details, long_role: str, short_role: str) -> dict[str, int]:
@@ -180,15 +186,39 @@ class TfliteGraph:
         return np.concatenate(logits), (np.concatenate(grads) if grads else None)
 
 
+def _static_width(shape) -> int | None:
+    """The last dimension of a tensor shape, or None if it is dynamic (a name, -1, None)."""
+    last = list(shape)[-1] if len(shape) else None
+    return int(last) if isinstance(last, (int, np.integer)) and last > 0 else None
+
+
+def check_widths(spec: ModelSpec, path, widths: dict) -> None:
+    """Refuse a manifest whose classes or window do not match the graph's tensors."""
+    expected = {
+        "waveform": spec.window_samples,
+        "grad": spec.window_samples,
+        "target": len(spec.classes),
+        "logits": len(spec.classes),
+    }
+    for role, width in widths.items():
+        if role in expected and width is not None and width != expected[role]:
+            what = "window_samples" if role in ("waveform", "grad") else "classes count"
+            raise ManifestError(
+                f"{spec.directory / 'manifest.json'}: {what} {expected[role]} does not match "
+                f"{path.name} ({role} has {width}); refusing a manifest that does not fit its graph"
+            )
+
+
 def load_graph(spec: ModelSpec, graph: str, backend: str = "auto", threads: int = 1):
-    """Load one verified graph of a model. Raises BackendError on any load failure."""
+    """Load one verified graph of a model, checked against the manifest's classes and
+    window. Raises BackendError on any load failure, ManifestError on a mismatch."""
     backend = resolve_backend(backend)
     path = spec.verified_path(graph, backend)
     try:
-        if backend == "onnx":
-            return OnnxGraph(path, threads)
-        return TfliteGraph(path, threads)
+        loaded = OnnxGraph(path, threads) if backend == "onnx" else TfliteGraph(path, threads)
     except ImportError:
         raise
     except Exception as exc:  # backend-specific load errors: report in one line
         raise BackendError(f"cannot load {path}: {type(exc).__name__}: {exc}") from exc
+    check_widths(spec, path, loaded.widths)
+    return loaded

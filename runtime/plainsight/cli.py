@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import math
 import sys
 
 from plainsight import __version__
@@ -38,11 +39,21 @@ def add_engine_arguments(parser: argparse.ArgumentParser, masking: bool = True) 
     )
     group.add_argument("--backend", default="auto", choices=["auto", "onnx", "tflite"])
     group.add_argument(
-        "--threads", type=int, default=1, help="intra-op threads (default 1: spare the CPU)"
+        "--threads",
+        type=_positive_int,
+        default=1,
+        help="intra-op threads (default 1: spare the CPU)",
     )
     if not masking:
         return
-    from plainsight.masker import DEFAULT_STRENGTH, METHODS, STRENGTHS  # light: numpy only
+    from plainsight.masker import (  # light: numpy only
+        DEFAULT_STRENGTH,
+        MAX_SNR_DB,
+        MAX_STEPS,
+        METHODS,
+        MIN_EPS,
+        STRENGTHS,
+    )
 
     group = parser.add_argument_group("masking (explicit values override --mask-strength)")
     group.add_argument(
@@ -56,13 +67,23 @@ def add_engine_arguments(parser: argparse.ArgumentParser, masking: bool = True) 
         + f" (default {DEFAULT_STRENGTH})",
     )
     group.add_argument("--mask-method", choices=list(METHODS))
-    group.add_argument("--mask-steps", type=_positive_int, help="iterations (ifgsm, mifgsm)")
+    group.add_argument(
+        "--mask-steps",
+        type=_bounded_int(1, MAX_STEPS),
+        help=f"iterations (ifgsm, mifgsm), at most {MAX_STEPS}",
+    )
     budget = group.add_mutually_exclusive_group()
     budget.add_argument(
-        "--mask-eps", type=float, help="L-inf budget in full-scale amplitude (e.g. 0.002)"
+        "--mask-eps",
+        type=_bounded_float(MIN_EPS, 1.0),
+        help=f"L-inf budget in full-scale amplitude (e.g. 0.002), from {MIN_EPS:.3g} "
+        "(1 LSB of 16-bit: less cannot change a sample) to 1",
     )
     budget.add_argument(
-        "--mask-snr-db", type=float, help="budget relative to each window's RMS level"
+        "--mask-snr-db",
+        type=_bounded_float(-math.inf, MAX_SNR_DB),
+        help=f"budget relative to each window's RMS level, at most {MAX_SNR_DB:g} dB "
+        "(more is below 1 LSB of 16-bit even for full-scale speech)",
     )
     group.add_argument(
         "--mask-target",
@@ -102,6 +123,30 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
+
+
+def _bounded_int(low: int, high: int):
+    def parse(text: str) -> int:
+        value = int(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be in {low}..{high}, got {value}")
+        return value
+
+    return parse
+
+
+def _bounded_float(low: float, high: float):
+    """A finite float in [low, high]: NaN and infinities are refused at parse time."""
+
+    def parse(text: str) -> float:
+        value = float(text)
+        if not (math.isfinite(value) and low <= value <= high):
+            raise argparse.ArgumentTypeError(
+                f"must be finite and in [{low:g}, {high:g}], got {text}"
+            )
+        return value
+
+    return parse
 
 
 # ----- parser ---------------------------------------------------------------------------------

@@ -7,7 +7,9 @@ import json
 
 def add_arguments(parser) -> None:
     parser.add_argument("--json", action="store_true", help="print as JSON")
-    parser.add_argument("--verify", action="store_true", help="also hash every model file")
+    parser.add_argument(
+        "--verify", action="store_true", help="also hash every model file; exit 1 on a mismatch"
+    )
 
 
 def collect(verify: bool = False) -> dict:
@@ -66,10 +68,21 @@ def collect(verify: bool = False) -> dict:
 
 
 def run(args) -> int:
+    import sys
+
     info = collect(args.verify)
+    failed = [
+        f["error"]
+        for m in info["models"]
+        for f in m["files"].values()
+        if f.get("verified") is False
+    ]
+    for error in failed:  # one line per file that does not match its manifest
+        print(f"plainsight info: {error}", file=sys.stderr)
+    status = 1 if failed else 0
     if args.json:
         print(json.dumps(info, indent=1))
-        return 0
+        return status
     print(f"plainsight {info['plainsight']} (python {info['python']}, {info['platform']})")
     print(f"numpy {info['numpy']}, soundfile {info['soundfile']}, libsndfile {info['libsndfile']}")
     backends = ", ".join(f"{k} ({v})" for k, v in info["backends"].items()) or "none"
@@ -88,4 +101,4 @@ def run(args) -> int:
             print(
                 f"  {fname:16s} {f['graph']:8s} {f['backend']:6s} sha256 {f['sha256'][:16]}{check}"
             )
-    return 0
+    return status

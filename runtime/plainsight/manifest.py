@@ -20,6 +20,7 @@ BUNDLED_DIR = Path(__file__).resolve().parent / "models"
 _REQUIRED = ("format", "name", "corpus", "classes", "features", "sample_rate", "window_samples")
 _GRAPHS = ("grad", "forward")
 _BACKENDS = ("onnx", "tflite")
+MAX_WINDOW_S = 60  # a model window longer than this is a broken manifest, not a model
 
 
 class ManifestError(ValueError):
@@ -121,14 +122,20 @@ def load_model_dir(directory: str | Path) -> ModelSpec:
             raise ManifestError(
                 f"{path}: file {fname} needs graph in {_GRAPHS}, backend in {_BACKENDS}"
             )
+    for key in ("window_samples", "sample_rate"):  # JSON allows 2.5, true, Infinity
+        if type(data[key]) is not int:
+            raise ManifestError(f"{path}: {key} must be an integer, got {data[key]!r}")
     try:
         features = FeatureConfig.from_dict(data["features"])
-        window = int(data["window_samples"])
-        rate = int(data["sample_rate"])
-    except (TypeError, ValueError) as exc:
-        raise ManifestError(f"{path}: bad features/window/rate ({exc})") from None
-    if rate != features.sample_rate or window < features.win_length:
-        raise ManifestError(f"{path}: inconsistent sample_rate/window_samples")
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ManifestError(f"{path}: bad features ({exc})") from None
+    window, rate = data["window_samples"], data["sample_rate"]
+    if rate != features.sample_rate:
+        raise ManifestError(f"{path}: sample_rate {rate} != features {features.sample_rate}")
+    if not features.win_length <= window <= MAX_WINDOW_S * rate:
+        raise ManifestError(
+            f"{path}: window_samples {window} outside {features.win_length}..{MAX_WINDOW_S * rate}"
+        )
     return ModelSpec(
         directory=directory.resolve(),
         name=str(data["name"]),

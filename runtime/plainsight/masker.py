@@ -8,6 +8,7 @@ channels and quality.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,6 +39,12 @@ BATCH = 4  # windows per ONNX call (8: same speed, +14 MB RSS); TFLite loops ove
 # for a listener whose windows are not aligned with ours; 1.0 = no overlap.
 OVERLAP_HOP = 0.5
 SEGMENT_WINDOWS = 16  # long audio is optimised in segments of this many windows
+# Budgets that cannot change a 16-bit sample are refused (issue 11): eps below one LSB, or
+# an SNR above MAX_SNR_DB, where even full-scale speech (RMS about -10 dBFS) gets under 1 LSB.
+MIN_EPS = 1.0 / 32768.0
+MAX_SNR_DB = 80.0
+# More steps only burn time: the presets use 10, and the cost grows linearly with steps.
+MAX_STEPS = 1000
 
 
 def window_starts(length: int, width: int, hop: int) -> np.ndarray:
@@ -102,16 +109,29 @@ class Masker:
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         self.steps = 1 if self.method == "fgsm" else int(steps or preset["steps"])
-        if self.steps < 1:
-            raise ValueError("steps must be >= 1")
+        if not 1 <= self.steps <= MAX_STEPS:
+            raise ValueError(f"steps must be in 1..{MAX_STEPS}, got {self.steps}")
         if eps is None and snr_db is None:
             snr_db = preset["snr_db"]
-        if eps is not None and not 0 < eps <= 1:
-            raise ValueError(f"eps must be in (0, 1] (full scale), got {eps}")
+        if eps is not None:
+            eps = float(eps)
+            if not MIN_EPS <= eps <= 1:  # also refuses NaN
+                raise ValueError(
+                    f"eps must be in [{MIN_EPS:.3g}, 1] (1 LSB of 16-bit to full scale), got {eps}"
+                )
+        if snr_db is not None:
+            snr_db = float(snr_db)
+            if not (math.isfinite(snr_db) and snr_db <= MAX_SNR_DB):
+                raise ValueError(
+                    f"snr_db must be finite and at most {MAX_SNR_DB:g} dB (more cannot change "
+                    f"a 16-bit sample), got {snr_db}"
+                )
         self.eps, self.snr_db = eps, snr_db
         self.envelope = preset["envelope"] if envelope is None else bool(envelope)
         self.strength = strength
-        self.threads = max(1, int(threads))
+        if int(threads) < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        self.threads = int(threads)
         self.batch = max(1, int(batch))
         self.overlap = bool(overlap)
         self.backend = resolve_backend(backend)
