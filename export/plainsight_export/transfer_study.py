@@ -1,0 +1,414 @@
+"""Transfer study (issue 9 section 2): which masking hides emotion from models it never saw?
+
+Crafts perturbations of whole clips with the runtime's window protocol (Masker.mask: the
+per-window SNR budget of `Masker.budget` on 2 s windows, model windows with hop 1 s, the
+loss summed over them, I-FGSM toward `neutral`) against torch surrogates (autograd), for a
+set of candidate methods, and scores them on the DEVELOPMENT panel only, each beside the
+same-SNR noise control, at the same measured SNR (each clip's perturbation is scaled to
+exactly --snr-db; I-FGSM does not fill its L-inf budget, so without this the methods would
+differ in energy), with PESQ-wb. The final panel (`*-attacker-final-*`) is never loaded.
+
+    python -m plainsight_export transfer-study --corpus emodb --limit 56 \
+        --out docs/evaluation-results/transfer-study-emodb
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+from plainsight.evaluate import metrics
+from plainsight.evaluate import pipeline as P
+from plainsight.manifest import load_model_dir
+from plainsight.masker import Masker, window_starts
+
+from plainsight_export import models as M
+from plainsight_export.train import forward
+
+RATE = 16000
+WINDOW = 32000
+HOP = WINDOW // 2
+CHECKPOINTS = Path("export/checkpoints")
+BUNDLED = Path("runtime/plainsight/models")
+TARGET = "neutral"
+
+
+# ----------------------------------------------------------------------------- surrogates
+@dataclass
+class Surrogate:
+    name: str
+    model: torch.nn.Module
+    target: int  # index of the target class
+
+    def logits(self, windows: torch.Tensor) -> torch.Tensor:
+        return forward(self.model, windows, fast=True)  # FFT front end: same features
+
+
+def load_surrogate(corpus: str, name: str) -> Surrogate:
+    model = M.load_checkpoint(CHECKPOINTS / corpus / f"{name}.pt")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    classes = list(model.checkpoint["classes"])
+    return Surrogate(name, model, classes.index(TARGET))
+
+
+# ----------------------------------------------------------------------------- input diversity
+def transform(adv: torch.Tensor, starts: np.ndarray, kinds: tuple[str, ...], rng) -> tuple:
+    """One random differentiable transformation of the whole signal (expectation over
+    transformation): returns (signal, window starts). Each kind applies with p = 0.5."""
+    n = len(adv)
+    x = adv
+
+    def on(kind):
+        return kind in kinds and rng.random() < 0.5
+
+    if on("resample"):  # speed/pitch change by up to 4 %, back to the same length
+        factor = rng.uniform(0.96, 1.04)
+        m = max(2, int(round(n * factor)))
+        x = torch.nn.functional.interpolate(x[None, None], size=m, mode="linear")[0, 0]
+        x = torch.nn.functional.pad(x, (0, max(0, n - m)))[:n]
+    if on("lowpass"):
+        cutoff = rng.uniform(3500.0, 7500.0)
+        spec = torch.fft.rfft(x)
+        freqs = torch.fft.rfftfreq(n, 1.0 / RATE)
+        x = torch.fft.irfft(spec * (freqs <= cutoff), n)
+    if on("gain"):
+        x = x * float(10 ** (rng.uniform(-6, 6) / 20))
+    if on("noise"):
+        rms = float(adv.detach().pow(2).mean().sqrt())
+        snr = rng.uniform(30.0, 45.0)
+        x = x + torch.from_numpy(rng.standard_normal(n).astype(np.float32)) * rms * 10 ** (
+            -snr / 20
+        )
+    if on("quantise"):  # codec-like: coarse uniform quantiser, straight-through gradient
+        q = 2.0 ** -int(rng.integers(7, 11))
+        x = x + (torch.round(x / q) * q - x).detach()
+    if on("shift"):  # listener's window grid not aligned with ours
+        if n > WINDOW:
+            offset = int(rng.integers(-HOP // 2, HOP // 2 + 1))
+            starts = np.clip(starts + offset, 0, n - WINDOW)
+        else:
+            x = torch.roll(x, int(rng.integers(-RATE // 4, RATE // 4 + 1)))
+    return x, starts
+
+
+# ----------------------------------------------------------------------------- the attack
+@dataclass
+class Method:
+    name: str
+    surrogates: list[str]
+    steps: int = 10
+    diversity: tuple[str, ...] = ()
+    samples: int = 1  # transformed copies per iteration (gradients averaged)
+    loss: str = "ce"  # ce | margin
+    momentum: float = 0.0  # MI-FGSM decay; 0 = plain I-FGSM
+    variance: int = 0  # VMI-FGSM neighbours per step; 0 = off
+    note: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+def objective(logits: torch.Tensor, target: int, kind: str) -> torch.Tensor:
+    """Loss to MINIMISE (targeted toward `target`), mean over windows."""
+    if kind == "ce":
+        goal = torch.full((len(logits),), target, dtype=torch.long)
+        return torch.nn.functional.cross_entropy(logits, goal)
+    others = logits.clone()
+    others[:, target] = -1e9
+    return torch.relu(others.max(dim=1).values - logits[:, target] + 5.0).mean()
+
+
+def budget(snr_db: float, windows: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """The runtime's own per-window SNR budget (flat, no envelope)."""
+    fake = SimpleNamespace(envelope=False, eps=None, snr_db=snr_db, sample_rate=RATE)
+    return Masker.budget(fake, windows, valid)
+
+
+def plan(audio: np.ndarray, snr_db: float):
+    """(signal, bound, starts, offset) exactly as Masker.mask lays out a clip < 16 windows."""
+    n = len(audio)
+    if n < WINDOW:
+        offset = (WINDOW - n) // 2
+        signal = np.zeros(WINDOW, np.float32)
+        signal[offset : offset + n] = audio
+        valid = np.zeros((1, WINDOW), np.float32)
+        valid[0, offset : offset + n] = 1.0
+        return signal, budget(snr_db, signal[None], valid)[0], np.zeros(1, int), offset
+    count = -(-n // WINDOW)
+    padded = np.zeros(count * WINDOW, np.float32)
+    padded[:n] = audio
+    valid = (np.arange(count * WINDOW) < n).astype(np.float32)
+    bound = budget(snr_db, padded.reshape(count, WINDOW), valid.reshape(count, WINDOW))
+    return audio.astype(np.float32), bound.reshape(-1)[:n], window_starts(n, WINDOW, HOP), 0
+
+
+def gradient(u, signal, bound, starts, surrogates, method: Method, rng) -> torch.Tensor:
+    u = u.detach().requires_grad_(True)
+    adv = signal + bound * u
+    total = torch.zeros(())
+    for _ in range(method.samples):
+        x, st = transform(adv, starts, method.diversity, rng)
+        index = torch.from_numpy(st[:, None] + np.arange(WINDOW)[None, :])
+        windows = x[index]
+        for s in surrogates:
+            total = total + objective(s.logits(windows), s.target, method.loss)
+    (g,) = torch.autograd.grad(total, u)
+    return g
+
+
+def craft(audio: np.ndarray, snr_db: float, surrogates, method: Method, rng) -> np.ndarray:
+    """Perturbation of one clip (same length) under the runtime's budget."""
+    signal_np, bound_np, starts, offset = plan(audio, snr_db)
+    signal, bound = torch.from_numpy(signal_np), torch.from_numpy(bound_np)
+    u = torch.zeros_like(signal)
+    step = min(1.0, 2.0 / method.steps)
+    velocity = torch.zeros_like(signal)
+    variance = torch.zeros_like(signal)
+    for _ in range(method.steps):
+        g = gradient(u, signal, bound, starts, surrogates, method, rng)
+        if method.variance:  # VMI-FGSM: gradient + last step's neighbourhood variance
+            tuned = g + variance
+            around = torch.zeros_like(g)
+            for _ in range(method.variance):
+                jitter = torch.from_numpy(rng.uniform(-1.5, 1.5, len(u)).astype(np.float32))
+                around += gradient(u + jitter, signal, bound, starts, surrogates, method, rng)
+            variance = around / method.variance - g
+            g = tuned
+        if method.momentum:
+            velocity = method.momentum * velocity + g / g.abs().mean().clamp_min(1e-20)
+            g = velocity
+        u = (u - step * torch.sign(g)).clamp(-1.0, 1.0)
+    delta = (bound * u).numpy()
+    return delta[offset : offset + len(audio)]
+
+
+def at_snr(clean: np.ndarray, delta: np.ndarray, snr_db: float) -> np.ndarray:
+    """Scale a perturbation so that the clip's measured SNR is exactly snr_db."""
+    power = float(np.mean(delta.astype(np.float64) ** 2))
+    if power == 0:
+        return clean.copy()
+    want = float(np.mean(clean.astype(np.float64) ** 2)) * 10 ** (-snr_db / 10)
+    out = clean + delta * np.sqrt(want / power)
+    return np.clip(out, -1.0, 1.0).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- the panel
+class TorchScorer:
+    """A torch checkpoint scored with the evaluation's protocol (mean logits of 2 s
+    windows, hop 1 s, short clips centred), like plainsight.evaluate.pipeline.Scorer."""
+
+    def __init__(self, corpus: str, name: str):
+        self.model = M.load_checkpoint(CHECKPOINTS / corpus / f"{name}.pt")
+        self.name = name
+        self.classes = list(self.model.checkpoint["classes"])
+
+    @torch.no_grad()
+    def clip_logits(self, audios):
+        out = []
+        for a in audios:
+            wins = torch.from_numpy(P.clip_windows(a, WINDOW))
+            out.append(forward(self.model, wins, fast=True).double().mean(0).numpy())
+        return np.stack(out)
+
+
+def dev_panel(corpus: str) -> tuple[list, str]:
+    """E's development panel when it exists; else the provisional one (existing attackers
+    + seed-cnn). Never the final panel."""
+    try:
+        from plainsight.evaluate.panel import load_panel
+
+        members = load_panel(corpus, "dev")
+        scorers = [m if hasattr(m, "clip_logits") else P.Scorer(m) for m in members]
+        if scorers:
+            return scorers, "dev panel (plainsight.evaluate.panel)"
+    except ImportError:
+        pass
+    specs = [s for s in P.find_attackers(corpus) if "final" not in s.name]
+    scorers = [P.Scorer(s) for s in specs if "-dev-" not in s.name]
+    return scorers + [TorchScorer(corpus, "seed-cnn")], "provisional (attackers + seed-cnn)"
+
+
+def uar(scorer, audios, labels) -> float:
+    pred = scorer.clip_logits(audios).argmax(1)
+    true = [scorer.classes.index(lab) for lab in labels]
+    return float(metrics.classification_report(true, pred, scorer.classes)["uar"])
+
+
+# ----------------------------------------------------------------------------- methods
+ALL_DIVERSITY = ("shift", "gain", "resample", "lowpass", "noise", "quantise")
+METHODS = {
+    "default": Method("default", ["compact"], note="today's default: I-FGSM 10, compact"),
+    "di": Method("di", ["compact"], diversity=ALL_DIVERSITY, note="input diversity"),
+    "di-k2": Method("di-k2", ["compact"], diversity=ALL_DIVERSITY, samples=2),
+    "ens": Method("ens", ["compact", "surrogate-crnn", "surrogate-mfcc", "surrogate-cnn2"]),
+    "ens-di": Method(
+        "ens-di",
+        ["compact", "surrogate-crnn", "surrogate-mfcc", "surrogate-cnn2"],
+        diversity=ALL_DIVERSITY,
+    ),
+    "ens-di-mi": Method(
+        "ens-di-mi",
+        ["compact", "surrogate-crnn", "surrogate-mfcc", "surrogate-cnn2"],
+        diversity=ALL_DIVERSITY,
+        momentum=1.0,
+    ),
+    "ens-di-margin": Method(
+        "ens-di-margin",
+        ["compact", "surrogate-crnn", "surrogate-mfcc", "surrogate-cnn2"],
+        diversity=ALL_DIVERSITY,
+        loss="margin",
+    ),
+    "ens-di-vmi": Method(
+        "ens-di-vmi",
+        ["compact", "surrogate-crnn", "surrogate-mfcc", "surrogate-cnn2"],
+        diversity=ALL_DIVERSITY,
+        momentum=1.0,
+        variance=2,
+    ),
+    "mfcc-only": Method("mfcc-only", ["surrogate-mfcc"]),
+    "crnn-only": Method("crnn-only", ["surrogate-crnn"]),
+}
+
+
+# ----------------------------------------------------------------------------- the study
+def run(args) -> dict:
+    torch.set_num_threads(1)
+    clips = P.test_clips(args.data, args.corpus, args.limit)
+    clean = [c.audio for c in clips]
+    labels = [c.utt.label for c in clips]
+    white = P.Scorer(load_model_dir(BUNDLED / f"{args.corpus}-compact"))
+    panel, panel_kind = dev_panel(args.corpus)
+    print(f"panel: {panel_kind}: {[s.name for s in panel]}", file=sys.stderr)
+    out_path = args.out / "transfer_study.json"
+    results = json.loads(out_path.read_text()) if out_path.is_file() else {}
+    results.update(
+        corpus=args.corpus,
+        n_clips=len(clips),
+        panel=panel_kind,
+        panel_members=[s.name for s in panel],
+        snr_db_budget=args.budget_db,
+        snr_db_measured_target=args.snr_db,
+    )
+    results.setdefault("clean", {s.name: uar(s, clean, labels) for s in [white, *panel]})
+    results.setdefault("methods", {})
+    cache: dict[str, Surrogate] = {}
+    for name in args.methods:
+        method = METHODS[name]
+        for s in method.surrogates:
+            cache.setdefault(s, load_surrogate(args.corpus, s))
+        surrogates = [cache[s] for s in method.surrogates]
+        rng = np.random.default_rng(args.seed)
+        start = time.perf_counter()
+        masked = [
+            at_snr(a, craft(a, args.budget_db, surrogates, method, rng), args.snr_db) for a in clean
+        ]
+        seconds = time.perf_counter() - start
+        noise = P.noise_control(clean, masked)
+        pesq = [metrics.pesq_wb(c, m) for c, m in zip(clean, masked, strict=True)]
+        snr = [metrics.snr_db(c, m) for c, m in zip(clean, masked, strict=True)]
+        row = {
+            "surrogates": method.surrogates,
+            "steps": method.steps,
+            "diversity": list(method.diversity),
+            "samples": method.samples,
+            "loss": method.loss,
+            "momentum": method.momentum,
+            "variance": method.variance,
+            "note": method.note,
+            "median_snr_db": metrics.distribution(snr)["median"],
+            "pesq_wb": metrics.distribution(pesq),
+            "white_box_uar": uar(white, masked, labels),
+            "panel_uar": {s.name: uar(s, masked, labels) for s in panel},
+            "noise_uar": {s.name: uar(s, noise, labels) for s in panel},
+            "craft_seconds": round(seconds, 1),
+            "audio_seconds": round(sum(len(a) for a in clean) / RATE, 1),
+        }
+        results["methods"][name] = row
+        print(f"{name}: {json.dumps(row)}", file=sys.stderr)
+        write(args.out, results)
+    return results
+
+
+def table(results: dict) -> str:
+    members = results["panel_members"]
+    clean = results["clean"]
+    head = "| method | surrogates | diversity | white-box | " + " | ".join(members)
+    head += " | panel mean | noise mean | median SNR | PESQ-wb |"
+    lines = [
+        f"{results['corpus']}, {results['n_clips']} test clips (class-balanced), panel: "
+        f"{results['panel']}. UAR %, masked [same-SNR noise control]; every clip's "
+        f"perturbation scaled to {results['snr_db_measured_target']} dB measured SNR "
+        f"(crafted under the runtime budget of {results['snr_db_budget']} dB).",
+        "",
+        head,
+        "|" + "---|" * (8 + len(members)),
+        "| clean | | | "
+        + " | ".join(f"{100 * clean[m]:.1f}" for m in [*clean][:1] + members)
+        + f" | {100 * np.mean([clean[m] for m in members]):.1f} | | | |",
+    ]
+    for name, r in results["methods"].items():
+        cells = [f"{100 * r['panel_uar'][m]:.1f} [{100 * r['noise_uar'][m]:.1f}]" for m in members]
+        extra = []
+        if r["momentum"]:
+            extra.append("MI")
+        if r["variance"]:
+            extra.append(f"VMI x{r['variance']}")
+        if r["loss"] != "ce":
+            extra.append(r["loss"])
+        if r["samples"] > 1:
+            extra.append(f"{r['samples']} samples")
+        div = ",".join(r["diversity"]) or "-"
+        lines.append(
+            f"| {name} | {'+'.join(r['surrogates'])} | {div} {' '.join(extra)} | "
+            f"{100 * r['white_box_uar']:.1f} | "
+            + " | ".join(cells)
+            + f" | {100 * np.mean(list(r['panel_uar'].values())):.1f}"
+            + f" | {100 * np.mean(list(r['noise_uar'].values())):.1f}"
+            + f" | {r['median_snr_db']:.1f} | {r['pesq_wb']['median']:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write(out: Path, results: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    for fname, text in (
+        ("transfer_study.json", json.dumps(results, indent=2) + "\n"),
+        ("transfer_study.md", table(results)),
+    ):
+        tmp = out / (fname + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, out / fname)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="plainsight-export transfer-study")
+    parser.add_argument("--corpus", choices=["emodb", "ravdess"], required=True)
+    parser.add_argument("--data", default=os.environ.get("PLAINSIGHT_DATA"))
+    parser.add_argument("--limit", type=int, default=56, help="class-balanced test clips")
+    parser.add_argument("--methods", default="default,di,ens,ens-di")
+    parser.add_argument("--budget-db", type=float, default=35.0, help="runtime SNR budget")
+    parser.add_argument("--snr-db", type=float, default=38.0, help="measured SNR per clip")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path("eval-out/transfer-study"))
+    args = parser.parse_args(argv)
+    if not args.data:
+        print("transfer-study: give --data or set PLAINSIGHT_DATA", file=sys.stderr)
+        return 2
+    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in args.methods if m not in METHODS]
+    if unknown:
+        print(f"transfer-study: unknown methods {unknown}; know {list(METHODS)}", file=sys.stderr)
+        return 2
+    run(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
