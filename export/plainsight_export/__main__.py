@@ -19,6 +19,10 @@ def main(argv=None) -> int:
         from plainsight_export.transfer_study import main as study_main
 
         return study_main(argv[1:])
+    if argv and argv[0] == "robust-surrogate":
+        from plainsight_export.robust_surrogate import main as robust_main
+
+        return robust_main(argv[1:])
     try:
         from plainsight_export.cli import main as cli_main
     except ImportError as exc:

@@ -226,7 +226,7 @@ def dev_panel(corpus: str) -> tuple[list, str]:
 
         members = load_panel(corpus, "dev")
         scorers = [m if hasattr(m, "clip_logits") else P.Scorer(m) for m in members]
-        if scorers:
+        if any("-dev-" in s.name for s in scorers):
             return scorers, "dev panel (plainsight.evaluate.panel)"
     except ImportError:
         pass
