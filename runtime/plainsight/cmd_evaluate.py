@@ -49,6 +49,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--curve-asr-limit", type=int, default=14, help="clips for WER per budget point (14)"
     )
     parser.add_argument("--out", default=None, help="output folder (default eval-out/<corpus>)")
+    parser.add_argument(
+        "--path",
+        choices=["mask", "stream"],
+        default="mask",
+        help="how clips are masked: mask (whole clip) or stream (S16_LE PCM through the "
+        "StreamProcessor of `plainsight stream`, as the device sends it)",
+    )
+    parser.add_argument(
+        "--hop-ms", type=float, default=250.0, help="stream hop for --path stream (250)"
+    )
+    parser.add_argument(
+        "--codec",
+        default="none",
+        help="uplink codec(s) every listener hears through: none, opus:KBPS or mp3:KBPS; a "
+        "comma-separated list adds a hiding-vs-bitrate curve (the first fills the main tables)",
+    )
+    parser.add_argument(
+        "--codec-asr-limit",
+        type=int,
+        default=14,
+        help="Whisper clips (clean, masked) for each codec after the first (14)",
+    )
     parser.add_argument("--no-asr", action="store_true", help="skip Whisper")
     parser.add_argument("--no-curves", action="store_true", help="skip steps/budget curves")
     parser.add_argument(
@@ -135,6 +157,19 @@ def run(args) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
+    from plainsight.evaluate.codec import CodecError, parse_codecs
+
+    try:
+        parse_codecs(args.codec)
+    except CodecError as exc:
+        print(f"plainsight evaluate: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if not 10 <= args.hop_ms <= 2000:
+        print("plainsight evaluate: --hop-ms must be in 10..2000", file=sys.stderr)
+        return EXIT_USAGE
+    if args.sweep and (args.path != "mask" or args.codec != "none"):
+        print("plainsight evaluate: --sweep measures --path mask without codec", file=sys.stderr)
+        return EXIT_USAGE
     out = Path(args.out or Path("eval-out") / args.corpus)
     command = "plainsight evaluate " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     progress = not getattr(args, "quiet", False)
@@ -160,6 +195,10 @@ def run(args) -> int:
             asr=not args.no_asr,
             curves=not args.no_curves,
             progress=progress,
+            path=args.path,
+            hop_ms=args.hop_ms,
+            codecs=args.codec,
+            codec_asr_limit=args.codec_asr_limit,
         )
         result = json_ready(evaluate(cfg))
         written = report.write_all(result, out, command)

@@ -88,6 +88,8 @@ def markdown(result: dict, command: str) -> str:
         f"- Chance UAR: {pct(chance)} %. Masking real-time factor: {result['rtf']:.4f} "
         "(processing seconds per audio second, whole evaluation loop).",
         f"- Output lengths equal input lengths: {result['lengths_equal']}.",
+        f"- Path: {path_line(result)}",
+        f"- Listeners hear: {codec_line(result)}",
         "- Noise control: random +/-a sign noise with a = RMS of each clip's perturbation "
         "(the same SNR as the masked clip).",
         "",
@@ -153,10 +155,62 @@ def markdown(result: dict, command: str) -> str:
         value = t["value"]
         shown = pct(value) if ("UAR" in name or "WER" in name) else num(value, 3)
         lines.append(f"| {name} | {shown}{extra} | {'yes' if t['ok'] else 'NO'} |")
+    if "codec_curve" in result:
+        lines += ["", *codec_curve_table(result)]
     if "curves" in result:
         lines += ["", *curve_tables(result)]
     lines += ["", f"Total time: {result['seconds']:.0f} s.", ""]
     return "\n".join(lines)
+
+
+def path_line(result: dict) -> str:
+    if result.get("path", "mask") == "mask":
+        return "mask (whole clip, Masker.mask)."
+    st = result["stream"]
+    return (
+        f"stream (S16_LE PCM through StreamProcessor, hop {st['hop_ms']:g} ms, fed in "
+        f"{st['chunk_samples']}-sample chunks; clean = {st['clean_reference']})."
+    )
+
+
+def codec_line(result: dict) -> str:
+    c = result.get("codec")
+    if not c or c["codec"] == "none":
+        return "the uncompressed output (no codec)."
+    rates = ", ".join(f"{k} {num(v['kbps'], 1)}" for k, v in c["bitrate"].items())
+    return (
+        f"{c['codec']} round trip (libsndfile, compression level {c['compression_level']:.3f}; "
+        f"measured kbit/s: {rates}). SNR/PESQ/STOI are measured before the codec."
+    )
+
+
+def kbps_cell(row: dict) -> str:
+    if row["requested_kbps"] is None:
+        return "PCM 256"
+    return num(row["kbps"]["masked"], 1)
+
+
+def codec_curve_table(result: dict) -> list[str]:
+    """Hiding against bitrate: UAR % clean -> masked [noise control] per model and codec."""
+    rows = result["codec_curve"]
+    names = list(rows[0]["whitebox"]["clean"]) + list(rows[0]["transfer"]["clean"])
+    lines = [
+        "## Hiding vs uplink bitrate: UAR % clean -> masked [noise control], both after the codec",
+        "",
+        "| codec | measured kbit/s (masked) | " + " | ".join(names) + " | WER clean / masked |",
+        "|---|---|" + "---|" * len(names) + "---|",
+    ]
+    for row in rows:
+        cells = []
+        for n in names:
+            group = "whitebox" if n in row["whitebox"]["clean"] else "transfer"
+            u = {cond: row[group][cond][n]["uar"] for cond in ("clean", "masked", "noise")}
+            cells.append(f"{pct(u['clean'])} -> {pct(u['masked'])} [{pct(u['noise'])}]")
+        wer = "n/a"
+        if "asr" in row:
+            wer = f"{pct(row['asr']['clean'])} / {pct(row['asr']['masked'])} ({row['asr_clips']})"
+        lines.append(f"| {row['codec']} | {kbps_cell(row)} | " + " | ".join(cells) + f" | {wer} |")
+    return lines
 
 
 def curve_tables(result: dict) -> list[str]:
@@ -207,10 +261,44 @@ def save_figure(fig, path: Path) -> Path:
     return path
 
 
-def plots(result: dict, out: Path) -> list[Path]:
-    """accuracy_vs_steps.png, accuracy_vs_budget.png, wer_vs_budget.png (if curves ran)."""
-    if "curves" not in result:
+def codec_plot(result: dict, out: Path) -> list[Path]:
+    """hiding_vs_bitrate.png: masked (solid) and clean (dotted) UAR of every model."""
+    if "codec_curve" not in result:
         return []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result["codec_curve"]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    labels = [f"{r['codec']}\n{kbps_cell(r)} kbit/s" for r in rows]
+    x = list(range(len(rows)))
+    for group in ("whitebox", "transfer"):
+        for name in rows[0][group]["clean"]:
+            (line,) = ax.plot(
+                x, [100 * r[group]["masked"][name]["uar"] for r in rows], "-o", label=name
+            )
+            ax.plot(
+                x,
+                [100 * r[group]["clean"][name]["uar"] for r in rows],
+                ":",
+                color=line.get_color(),
+            )
+    ax.axhline(100 * result["chance_uar"], color="grey", lw=0.8, ls="--", label="chance")
+    ax.set_xticks(x, labels, fontsize=7)
+    ax.set_ylabel("UAR % (solid masked, dotted clean)")
+    ax.set_title(f"{result['corpus']}, {result.get('path', 'mask')}: hiding vs uplink codec")
+    ax.legend(fontsize=6)
+    return [save_figure(fig, out / "hiding_vs_bitrate.png")]
+
+
+def plots(result: dict, out: Path) -> list[Path]:
+    """accuracy_vs_steps.png, accuracy_vs_budget.png, wer_vs_budget.png (if curves ran),
+    hiding_vs_bitrate.png (if several codecs ran)."""
+    written = codec_plot(result, out)
+    if "curves" not in result:
+        return written
     import matplotlib
 
     matplotlib.use("Agg")
@@ -218,7 +306,6 @@ def plots(result: dict, out: Path) -> list[Path]:
 
     c = result["curves"]
     chance = result["chance_uar"]
-    written = []
 
     def save(fig, name):
         written.append(save_figure(fig, out / name))
@@ -299,6 +386,16 @@ def write_all(result: dict, out: Path, command: str, stem: str = "evaluate") -> 
     return [out / f"{stem}.json", out / f"{stem}.md", *plots(result, out)]
 
 
+def condition_name(result: dict) -> str:
+    """'emodb', or 'emodb stream + opus:24' off the default path and codec."""
+    name = result["corpus"]
+    path = result.get("path", "mask")
+    codec = result.get("codec", {}).get("codec", "none")
+    if path != "mask" or codec != "none":
+        name += f" {path}" + (f" + {codec}" if codec != "none" else "")
+    return name
+
+
 def summary_table(results: list[dict]) -> str:
     """One README table over several evaluate.json results (e.g. both corpora)."""
     lines = [
@@ -313,7 +410,7 @@ def summary_table(results: list[dict]) -> str:
                 noise = r[group]["noise"][name]
                 who = role or r["transfer_models"].get(name, "transfer")
                 lines.append(
-                    f"| {r['corpus']} (chance {pct(r['chance_uar'])}) | {name} ({who}) | "
+                    f"| {condition_name(r)} (chance {pct(r['chance_uar'])}) | {name} ({who}) | "
                     f"{pct(clean['uar'])} | {pct(masked['uar'])} | {pct(noise['uar'])} | "
                     f"{pct(masked['uar'] - clean['uar'])} | "
                     f"{pct(noise['uar'] - masked['uar'])} | {num(masked['mi_bits'])} |"
@@ -333,7 +430,7 @@ def summary_table(results: list[dict]) -> str:
             else ["n/a"] * 3
         )
         lines.append(
-            f"| {r['corpus']} | " + " | ".join(wers) + f" | {dist(q['snr_db'], 1)} | "
+            f"| {condition_name(r)} | " + " | ".join(wers) + f" | {dist(q['snr_db'], 1)} | "
             f"{dist(q.get('pesq_wb'))} | {dist(q.get('stoi'), 3)} | {r['rtf']:.4f} |"
         )
     return "\n".join(lines) + "\n"

@@ -1,4 +1,11 @@
-"""`plainsight evaluate`: one operating point, clean vs masked vs noise control, plus curves."""
+"""`plainsight evaluate`: one operating point, clean vs masked vs noise control, plus curves.
+
+`path` chooses how clips are masked: `mask` (whole clip, Masker.mask) or `stream` (the
+clip as S16_LE PCM through the CLI's StreamProcessor, as the device sends it). `codecs`
+puts the uplink codec between the masker and every listener (attackers and Whisper hear
+the clean, masked and noise-control clips after the same round trip); quality is measured
+on the masker's output, before the codec.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +16,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from plainsight import corpora
+from plainsight.evaluate import codec as codecs_mod
 from plainsight.evaluate import metrics
 from plainsight.evaluate.pipeline import (
     DEFAULT_ASR_LIMIT,
     DEFAULT_LIMITS,
     SAMPLE_RATE,
     Clip,
+    Condition,
     Scorer,
     find_artifact,
     find_attackers,
@@ -27,12 +36,18 @@ from plainsight.evaluate.pipeline import (
 )
 from plainsight.manifest import load_model_dir
 from plainsight.masker import Masker
+from plainsight.stream import SCALE, StreamProcessor, to_pcm
 
 STEPS_CURVE = (1, 2, 3, 5, 10)
 BUDGET_CURVE = (50.0, 45.0, 40.0, 35.0, 30.0, 25.0, 20.0)
 DEFAULT_CURVE_ASR_LIMIT = 14
 QUALITY_CLIPS = 96  # PESQ-wb/STOI at the operating point (STOI costs ~0.4 s per clip)
 QUALITY_CURVE_CLIPS = 40  # PESQ/STOI per budget point on the first (class-balanced) clips
+PATHS = ("mask", "stream")
+STREAM_HOP_MS = 250.0  # `plainsight stream` default hop
+DEVICE_CHUNK = 2000  # samples per stdin read: arecord's default period (125 ms at 16 kHz)
+CODEC_CALIBRATION_CLIPS = 24  # clean clips the codec's compression level is fitted on
+DEFAULT_CODEC_ASR_LIMIT = 14  # Whisper clips (clean, masked) per extra codec of the curve
 TARGETS = {
     "whitebox_uar_band": 0.03,
     "attacker_uar_over_chance": 0.10,
@@ -61,6 +76,11 @@ class EvalConfig:
     budget_curve: tuple = BUDGET_CURVE
     progress: bool = True
     extra_scorers: list = field(default_factory=list)
+    path: str = "mask"  # mask | stream
+    hop_ms: float = STREAM_HOP_MS
+    codecs: str = "none"  # comma-separated; the first one fills the main tables
+    codec_asr_limit: int = DEFAULT_CODEC_ASR_LIMIT
+    clips: list | None = None  # preloaded clips instead of the corpus (tests)
 
 
 class Progress:
@@ -117,12 +137,51 @@ def _uars(reports: dict) -> dict:
     }
 
 
+def stream_clips(masker: Masker, clips: list[Clip], hop_ms: float, progress=None) -> Condition:
+    """Each clip as S16_LE PCM through a fresh StreamProcessor, fed in device-sized chunks,
+    then flushed at EOF (as `plainsight stream` does); the output as the device sends it."""
+    out, spent = [], 0.0
+    for clip in clips:
+        pcm = to_pcm(clip.audio)
+        start = time.perf_counter()
+        processor = StreamProcessor(masker, SAMPLE_RATE, hop_ms)
+        pieces = []
+        for first in range(0, len(pcm), DEVICE_CHUNK):
+            pieces += processor.push(pcm[first : first + DEVICE_CHUNK])
+        pieces.append(processor.flush())
+        spent += time.perf_counter() - start
+        sent = np.concatenate(pieces)
+        if len(sent) != len(pcm):
+            raise RuntimeError(
+                f"stream sent {len(sent)} samples for {len(pcm)} of {clip.utt.path.name}"
+            )
+        out.append(sent.astype(np.float32) / SCALE)
+        if progress is not None:
+            progress.update(1)
+    settings = masker.settings() | {"path": "stream", "hop_ms": hop_ms}
+    return Condition("masked", out, settings, spent)
+
+
+def pcm_clean(clips: list[Clip]) -> list[np.ndarray]:
+    """The clips as the stream receives them (S16_LE): the clean reference of the stream path."""
+    return [to_pcm(c.audio).astype(np.float32) / SCALE for c in clips]
+
+
+def _clips(cfg: EvalConfig, limit: int) -> list[Clip]:
+    if cfg.clips is not None:
+        return list(cfg.clips)[:limit] if limit else list(cfg.clips)
+    return test_clips(cfg.data, cfg.corpus, limit)
+
+
 def evaluate(cfg: EvalConfig) -> dict:
     started = time.perf_counter()
-    limit = DEFAULT_LIMITS[cfg.corpus] if cfg.limit is None else cfg.limit
-    clips = test_clips(cfg.data, cfg.corpus, limit)
+    if cfg.path not in PATHS:
+        raise ValueError(f"path must be one of {PATHS}, got {cfg.path!r}")
+    codec_list = codecs_mod.parse_codecs(cfg.codecs)
+    limit = DEFAULT_LIMITS.get(cfg.corpus, 0) if cfg.limit is None else cfg.limit
+    clips = _clips(cfg, limit)
     labels = [c.utt.label for c in clips]
-    clean = [c.audio for c in clips]
+    clean = pcm_clean(clips) if cfg.path == "stream" else [c.audio for c in clips]
     masker = _masker(cfg)
     for spec in masker.specs:
         if spec.corpus != cfg.corpus:
@@ -132,8 +191,9 @@ def evaluate(cfg: EvalConfig) -> dict:
     whitebox, transfer = build_scorers(masker, cfg.corpus, cfg, backend, threads)
     classes = list(masker.classes)
     n_asr = min(cfg.asr_limit, len(clips)) if cfg.asr else 0
+    n_codec_asr = min(cfg.codec_asr_limit, n_asr)
     n_curve_asr = min(cfg.curve_asr_limit, n_asr) if cfg.curves else 0
-    total = len(clips) + 3 * n_asr
+    total = len(clips) + 3 * n_asr + 2 * n_codec_asr * (len(codec_list) - 1)
     if cfg.curves:
         total += len(clips) * (len(cfg.steps_curve) + len(cfg.budget_curve))
         total += n_curve_asr * len(cfg.budget_curve)
@@ -144,35 +204,70 @@ def evaluate(cfg: EvalConfig) -> dict:
             "classes": classes,
             "chance_uar": 1.0 / len(classes),
             "clips": len(clips),
-            "test_speakers": corpora.SPLITS[cfg.corpus]["test"],
+            "test_speakers": corpora.SPLITS.get(cfg.corpus, {}).get("test"),
             "audio_seconds": float(sum(c.seconds for c in clips)),
             "limit": limit,
             "selection": "held-out test speakers, round-robin over classes (class-balanced)",
+            "path": cfg.path,
             "masker": settings,
             "whitebox_models": [s.name for s in whitebox],
             "transfer_models": {s.name: s.role for s in transfer},
         }
-        bar.stage("masking")
-        masked = mask_clips(masker, clips, bar)
+        if cfg.path == "stream":
+            result["stream"] = {
+                "hop_ms": cfg.hop_ms,
+                "chunk_samples": DEVICE_CHUNK,
+                "clean_reference": "the clip as S16_LE PCM (what the stream receives)",
+            }
+        bar.stage(f"masking ({cfg.path})")
+        masked = _mask_path(cfg, masker, clips, bar)
         result["rtf"] = masked.mask_seconds / result["audio_seconds"]
         noisy = noise_control(clean, masked.audios)
         conditions = {"clean": clean, "masked": masked.audios, "noise": noisy}
         result["lengths_equal"] = all(
             len(a) == len(c) for a, c in zip(masked.audios, clean, strict=True)
         )
-        result["whitebox"] = {k: score(whitebox, v, labels) for k, v in conditions.items()}
-        result["transfer"] = {k: score(transfer, v, labels) for k, v in conditions.items()}
         bar.stage("quality")
         n_q = min(QUALITY_CLIPS, len(clips))
         result["quality"] = {
             k: quality(clean, conditions[k], pesq_stoi_clips=n_q) for k in ("masked", "noise")
         }
         result["quality"]["pesq_stoi_clips"] = n_q
-        if n_asr:
-            result["asr"] = _asr_block(cfg, clips[:n_asr], conditions, bar)
+        asr = _Whisper(cfg, clips, bar) if n_asr else None
+        rows = []
+        for i, codec in enumerate(codec_list):
+            bar.stage(f"codec {codec.name}")
+            codecs_mod.calibrate(codec, clean[:CODEC_CALIBRATION_CLIPS], SAMPLE_RATE)
+            heard, bitrate = {}, {}
+            for name, audios in conditions.items():
+                heard[name], bitrate[name] = codecs_mod.apply(codec, audios, SAMPLE_RATE)
+            row = codec.describe() | {
+                "bitrate": bitrate,
+                "whitebox": {k: score(whitebox, v, labels) for k, v in heard.items()},
+                "transfer": {k: score(transfer, v, labels) for k, v in heard.items()},
+            }
+            if asr is not None:
+                names = ("clean", "masked", "noise") if i == 0 else ("clean", "masked")
+                row["asr"] = asr.block(heard, names, n_asr if i == 0 else n_codec_asr)
+            rows.append(row)
+        primary = rows[0]
+        result["codec"] = {k: v for k, v in primary.items() if k not in ("whitebox", "transfer")}
+        result["whitebox"], result["transfer"] = primary["whitebox"], primary["transfer"]
+        if "asr" in primary:
+            result["asr"] = primary["asr"] | {"_transcriber": asr.transcriber}
+        if len(rows) > 1:
+            result["codec_curve"] = [_codec_row(row) for row in rows]
         if cfg.curves:
             result["curves"] = _curves(
-                cfg, clips, labels, whitebox, transfer, n_curve_asr, result.get("asr"), bar
+                cfg,
+                clips,
+                labels,
+                whitebox,
+                transfer,
+                n_curve_asr,
+                result.get("asr"),
+                bar,
+                codec_list[0],
             )
         result["targets"] = check_targets(result)
         result["seconds"] = time.perf_counter() - started
@@ -181,33 +276,67 @@ def evaluate(cfg: EvalConfig) -> dict:
         bar.close()
 
 
-def _asr_block(cfg: EvalConfig, clips: list[Clip], conditions: dict, bar) -> dict:
-    from plainsight.evaluate.asr import Transcriber, wer
+def _mask_path(cfg: EvalConfig, masker: Masker, clips: list[Clip], bar) -> Condition:
+    if cfg.path == "stream":
+        return stream_clips(masker, clips, cfg.hop_ms, bar)
+    return mask_clips(masker, clips, bar)
 
-    transcriber = Transcriber(
-        cfg.whisper_dir, compute_type=cfg.whisper_compute, threads=cfg.whisper_threads
-    )
-    language = corpora.LANGUAGES[cfg.corpus]
-    refs = [c.reference for c in clips]
+
+def _codec_row(row: dict) -> dict:
+    """One point of the hiding-vs-bitrate curve: UARs of every model, WER, bitrates."""
     out = {
-        "language": language,
-        "clips": len(clips),
-        "model_dir": str(transcriber.model_dir),
-        "compute_type": cfg.whisper_compute,
+        "codec": row["codec"],
+        "requested_kbps": row["requested_kbps"],
+        "kbps": {k: v["kbps"] for k, v in row["bitrate"].items()},
     }
-    start = time.perf_counter()
-    for name, audios in conditions.items():
-        bar.stage(f"whisper {name}")
-        hyps = transcribe_all(transcriber, audios[: len(clips)], language, bar)
-        out[name] = {"wer": wer(refs, hyps), "hypotheses": hyps}
-    out["references"] = refs
-    out["seconds_per_clip"] = (time.perf_counter() - start) / (3 * len(clips))
-    out["_transcriber"] = transcriber
+    for group in ("whitebox", "transfer"):
+        out[group] = {cond: _uars(reports) for cond, reports in row[group].items()}
+    if "asr" in row:
+        out["asr"] = {k: v["wer"] for k, v in row["asr"].items() if isinstance(v, dict)}
+        out["asr_clips"] = row["asr"]["clips"]
     return out
 
 
-def _curves(cfg, clips, labels, whitebox, transfer, n_asr, asr, bar) -> dict:
-    clean = [c.audio for c in clips]
+class _Whisper:
+    """One Transcriber for every codec of the run; WER per condition on the first clips."""
+
+    def __init__(self, cfg: EvalConfig, clips: list[Clip], bar):
+        from plainsight.evaluate.asr import Transcriber
+
+        self.transcriber = Transcriber(
+            cfg.whisper_dir, compute_type=cfg.whisper_compute, threads=cfg.whisper_threads
+        )
+        self.compute = cfg.whisper_compute
+        self.language = corpora.LANGUAGES[cfg.corpus]
+        self.refs = [c.reference for c in clips]
+        self.bar = bar
+
+    def block(self, heard: dict, names, n: int) -> dict:
+        from plainsight.evaluate.asr import wer
+
+        out = {
+            "language": self.language,
+            "clips": n,
+            "model_dir": str(self.transcriber.model_dir),
+            "compute_type": self.compute,
+        }
+        start = time.perf_counter()
+        for name in names:
+            self.bar.stage(f"whisper {name}")
+            hyps = transcribe_all(self.transcriber, heard[name][:n], self.language, self.bar)
+            out[name] = {"wer": wer(self.refs[:n], hyps), "hypotheses": hyps}
+        out["references"] = self.refs[:n]
+        out["seconds_per_clip"] = (time.perf_counter() - start) / max(1, len(names) * n)
+        return out
+
+
+def _curves(cfg, clips, labels, whitebox, transfer, n_asr, asr, bar, codec) -> dict:
+    """Steps and budget curves on the evaluation's path, heard through its first codec."""
+    clean = pcm_clean(clips) if cfg.path == "stream" else [c.audio for c in clips]
+
+    def heard(audios):
+        return codecs_mod.apply(codec, audios, SAMPLE_RATE)[0]
+
     steps_rows = []
     for steps in cfg.steps_curve:
         bar.stage(f"steps curve {steps}")
@@ -215,7 +344,7 @@ def _curves(cfg, clips, labels, whitebox, transfer, n_asr, asr, bar) -> dict:
         if method == "fgsm":
             method = "ifgsm"
         masker = _masker(cfg, method=method, steps=steps)
-        masked = mask_clips(masker, clips, bar).audios
+        masked = heard(_mask_path(cfg, masker, clips, bar).audios)
         steps_rows.append(
             {
                 "steps": steps,
@@ -235,14 +364,15 @@ def _curves(cfg, clips, labels, whitebox, transfer, n_asr, asr, bar) -> dict:
     for snr in cfg.budget_curve:
         bar.stage(f"budget curve {snr:g} dB")
         masker = _masker(cfg, snr_db=snr)
-        masked = mask_clips(masker, clips, bar).audios
+        masked = _mask_path(cfg, masker, clips, bar).audios
         noisy = noise_control(clean, masked)
+        masked_heard, noisy_heard = heard(masked), heard(noisy)
         row = {
             "snr_db_setting": snr,
-            "whitebox": _uars(score(whitebox, masked, labels)),
-            "transfer": _uars(score(transfer, masked, labels)),
-            "noise_transfer": _uars(score(transfer, noisy, labels)),
-            "noise_whitebox": _uars(score(whitebox, noisy, labels)),
+            "whitebox": _uars(score(whitebox, masked_heard, labels)),
+            "transfer": _uars(score(transfer, masked_heard, labels)),
+            "noise_transfer": _uars(score(transfer, noisy_heard, labels)),
+            "noise_whitebox": _uars(score(whitebox, noisy_heard, labels)),
             "median_snr_db": metrics.distribution(
                 [metrics.snr_db(c, m) for c, m in zip(clean, masked, strict=True)]
             )["median"],
@@ -252,7 +382,7 @@ def _curves(cfg, clips, labels, whitebox, transfer, n_asr, asr, bar) -> dict:
         row["median_pesq_wb"] = q["pesq_wb"]["median"]
         row["median_stoi"] = q["stoi"]["median"]
         if n_asr:
-            hyps = transcribe_all(transcriber, masked[:n_asr], language, bar)
+            hyps = transcribe_all(transcriber, masked_heard[:n_asr], language, bar)
             row["wer"] = wer(refs, hyps)
             row["wer_clean"] = clean_wer
         budget_rows.append(row)
@@ -315,4 +445,11 @@ def json_ready(result: dict) -> dict:
     return clean(result)
 
 
-__all__ = ["EvalConfig", "evaluate", "check_targets", "json_ready", "SAMPLE_RATE"]
+__all__ = [
+    "EvalConfig",
+    "evaluate",
+    "stream_clips",
+    "check_targets",
+    "json_ready",
+    "SAMPLE_RATE",
+]
