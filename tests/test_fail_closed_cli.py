@@ -44,6 +44,17 @@ def test_bad_option_is_a_parse_error(command, option, capsys):
 
 
 @pytest.mark.parametrize(
+    "option", [["--hop-ms", "nan"], ["--hop-ms", "inf"], ["--hop-ms", "5"], ["--rate", "0"]]
+)
+def test_bad_stream_option_is_a_parse_error(option, capsys):
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(["stream", *option])
+    assert exc.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith(f"plainsight stream: error: argument {option[0]}")
+
+
+@pytest.mark.parametrize(
     "option", [["--mask-snr-db", "80"], ["--mask-eps", "3.1e-5"], ["--mask-steps", "1000"]]
 )
 def test_limits_themselves_are_accepted(option):

@@ -69,19 +69,19 @@ def add_engine_arguments(parser: argparse.ArgumentParser, masking: bool = True) 
     group.add_argument("--mask-method", choices=list(METHODS))
     group.add_argument(
         "--mask-steps",
-        type=_bounded_int(1, MAX_STEPS),
+        type=bounded_int(1, MAX_STEPS),
         help=f"iterations (ifgsm, mifgsm), at most {MAX_STEPS}",
     )
     budget = group.add_mutually_exclusive_group()
     budget.add_argument(
         "--mask-eps",
-        type=_bounded_float(MIN_EPS, 1.0),
+        type=bounded_float(MIN_EPS, 1.0),
         help=f"L-inf budget in full-scale amplitude (e.g. 0.002), from {MIN_EPS:.3g} "
         "(1 LSB of 16-bit: less cannot change a sample) to 1",
     )
     budget.add_argument(
         "--mask-snr-db",
-        type=_bounded_float(-math.inf, MAX_SNR_DB),
+        type=bounded_float(-math.inf, MAX_SNR_DB),
         help=f"budget relative to each window's RMS level, at most {MAX_SNR_DB:g} dB "
         "(more is below 1 LSB of 16-bit even for full-scale speech)",
     )
@@ -125,7 +125,7 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _bounded_int(low: int, high: int):
+def bounded_int(low: int, high: int):
     def parse(text: str) -> int:
         value = int(text)
         if not low <= value <= high:
@@ -135,7 +135,7 @@ def _bounded_int(low: int, high: int):
     return parse
 
 
-def _bounded_float(low: float, high: float):
+def bounded_float(low: float, high: float):
     """A finite float in [low, high]: NaN and infinities are refused at parse time."""
 
     def parse(text: str) -> float:

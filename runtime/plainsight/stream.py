@@ -31,6 +31,27 @@ def to_pcm(samples: np.ndarray) -> np.ndarray:
     return np.clip(np.round(samples * SCALE), -32768, 32767).astype("<i2")
 
 
+def add_to_pcm(pcm: np.ndarray, delta: np.ndarray) -> np.ndarray:
+    """int16 `pcm` plus a full-scale perturbation `delta`, quantised so that it survives.
+
+    Rounding to nearest would drop every |delta| < 0.5 LSB, so quiet speech (a small
+    budget) came out unchanged. Every nonzero delta moves its sample by at least 1 LSB, in
+    its own direction (so by at most max(1 LSB, bound + 0.5 LSB)); a sample at the rail
+    that the clip would leave unchanged moves the other way instead.
+    """
+    pcm = pcm.astype(np.int32)
+    size = np.round(np.abs(delta.astype(np.float64)) * SCALE)
+    step = (np.sign(delta) * np.maximum(size, 1.0)).astype(np.int64)
+    out = np.clip(pcm + step, -32768, 32767)
+    stuck = (out == pcm) & (step != 0)
+    out[stuck] = np.clip(pcm[stuck] - step[stuck], -32768, 32767)
+    return out.astype("<i2")
+
+
+class UnmaskedHopError(RuntimeError):
+    """A hop with signal would have gone out equal to its input (no perturbation left)."""
+
+
 class StreamProcessor:
     """Stateful causal masker over int16 samples at `rate`.
 
@@ -83,9 +104,9 @@ class StreamProcessor:
         perturbation sent); the caller decides what to emit instead."""
         start = time.perf_counter()
         n = len(pcm)
-        new = pcm.astype(np.float32) / SCALE
         padded_len = -(-n // self.unit) * self.unit  # a short last hop is padded with zeros
-        new = np.pad(new, (0, padded_len - n))
+        padded = np.pad(np.asarray(pcm, "<i2"), (0, padded_len - n))
+        new = padded.astype(np.float32) / SCALE
         n16 = self._ingest(new)
         if self._fail_after is not None and self.frames > self._fail_after:
             raise RuntimeError(f"simulated model run failure ({FAIL_AFTER_ENV})")
@@ -97,10 +118,12 @@ class StreamProcessor:
             delta = resample(segment, self.masker.sample_rate, self.rate)[-len(new) :]
             limit = float(np.abs(delta16[-n16:]).max())
             delta = np.clip(delta, -limit, limit)
-        out = to_pcm(np.clip(new + delta, -1.0, 1.0))
+        out = add_to_pcm(padded, delta)
         sent = out.astype(np.float32) / SCALE - new if self.same_rate else delta16[-n16:]
         self.delta16[-n16:] = sent
         self.busy_s += time.perf_counter() - start
+        if np.any(pcm) and np.array_equal(out[:n], pcm):
+            raise UnmaskedHopError(f"hop {self.frames} has signal but masking left it unchanged")
         return out[:n]
 
     @property
@@ -137,7 +160,9 @@ class StatusFile:
 
     Keys: started_at, updated_at (ISO UTC), pid, uptime_s, state (starting | running |
     failing | failed | stopped), samples_in, samples_out, frames (hops processed), rtf
-    (processing s per audio s sent), last_error (null or one line), model, backend.
+    (processing s per audio s sent), failed_hops (hops not masked: zeros or nothing went
+    out instead), unchanged_hops (those of them that had signal but would have gone out
+    equal to the input), last_error (null or one line), model, backend.
     """
 
     def __init__(self, path: str | None, model: str, backend: str, interval_s: float = 2.0):
@@ -172,6 +197,44 @@ class StatusFile:
             print(f"plainsight stream: cannot write status file: {exc}", file=sys.stderr)
 
 
+class FailureLog:
+    """Masking failures on stderr without flooding it (one per hop in silence mode): the
+    first one, then a count at most every `interval_s`, and a summary at exit."""
+
+    def __init__(self, interval_s: float = 10.0, clock=time.monotonic):
+        self.interval = interval_s
+        self.clock = clock
+        self.total = 0
+        self.unreported = 0
+        self.last_print = 0.0
+        self.last_message = ""
+
+    def record(self, message: str) -> None:
+        self.total += 1
+        self.last_message = message
+        now = self.clock()
+        if self.total == 1:
+            print(f"plainsight stream: masking failed: {message}", file=sys.stderr)
+            self.last_print = now
+            return
+        self.unreported += 1
+        if now - self.last_print >= self.interval:
+            print(
+                f"plainsight stream: masking failed {self.unreported} more times in "
+                f"{now - self.last_print:.0f} s (last: {message})",
+                file=sys.stderr,
+            )
+            self.unreported, self.last_print = 0, now
+
+    def summary(self) -> None:
+        if self.total > 1:
+            print(
+                f"plainsight stream: {self.total} hops failed in all, none forwarded raw "
+                f"(last: {self.last_message})",
+                file=sys.stderr,
+            )
+
+
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
@@ -199,7 +262,8 @@ def serve(
         stop["signal"] = signum
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-    counters = {"samples_in": 0, "samples_out": 0}
+    counters = {"samples_in": 0, "samples_out": 0, "failed_hops": 0, "unchanged_hops": 0}
+    failures = FailureLog()
 
     def report(force=False, **fields):
         audio_s = counters["samples_out"] / rate
@@ -215,8 +279,12 @@ def serve(
     def fail(exc: BaseException, n: int) -> bool:
         """Handle a model failure for n samples; True means keep going (silence mode)."""
         message = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
-        report(True, last_error=message, state="failing" if on_error == "silence" else "failed")
-        print(f"plainsight stream: masking failed: {message}", file=sys.stderr)
+        if n:
+            counters["failed_hops"] += 1
+            counters["unchanged_hops"] += isinstance(exc, UnmaskedHopError)
+        state = "failing" if on_error == "silence" else "failed"
+        report(failures.total == 0, last_error=message, state=state)  # force only the first
+        failures.record(message)
         if on_error != "silence":
             return False
         if n:
@@ -274,6 +342,7 @@ def serve(
         report(True, state="stopped", last_error="stdout closed")
         return 1
     finally:
+        failures.summary()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
