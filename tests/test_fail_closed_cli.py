@@ -227,3 +227,20 @@ def test_info_verify_exits_non_zero_on_a_sha256_mismatch(tmp_path, monkeypatch, 
     report = json.loads(capsys.readouterr().out)
     emodb = next(m for m in report["models"] if m["name"] == "emodb-compact")
     assert emodb["files"]["grad.onnx"]["verified"] is False
+
+
+# ----- progress on long work -----------------------------------------------------------------
+def test_masker_reports_progress_after_every_step(tmp_path):
+    from plainsight.masker import Masker
+
+    calls = []
+    masker = Masker(
+        model=build_toy_model(tmp_path / "toy"),
+        backend="onnx",
+        steps=5,
+        eps=0.01,
+        progress=lambda done, total: calls.append((done, total)),
+    )
+    masker.mask(np.random.default_rng(0).uniform(-0.3, 0.3, 8000).astype(np.float32), 16000)
+    assert calls[:5] == [(1, 5), (2, 5), (3, 5), (4, 5), (5, 5)]
+    assert len(calls) % 5 == 0

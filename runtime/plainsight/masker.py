@@ -99,7 +99,10 @@ class Masker:
         strength: str = DEFAULT_STRENGTH,
         batch: int = BATCH,
         overlap: bool = True,
+        progress=None,
     ):
+        """`progress`, if given, is called as progress(step, steps) after every attack step
+        (so `steps` times per optimised segment or stream hop): a hook for long work."""
         if strength not in STRENGTHS:
             raise ValueError(f"strength must be one of {list(STRENGTHS)}, got {strength!r}")
         preset = STRENGTHS[strength]
@@ -134,6 +137,7 @@ class Masker:
         self.threads = int(threads)
         self.batch = max(1, int(batch))
         self.overlap = bool(overlap)
+        self.progress = progress
         self.backend = resolve_backend(backend)
         specs = resolve_models(model)
         first = specs[0]
@@ -248,7 +252,7 @@ class Masker:
         index = starts[:, None] + np.arange(width)[None, :]
         u = np.zeros_like(signal)  # delta = bound * u, |u| <= 1
         velocity = np.zeros_like(signal)
-        for _ in range(self.steps):
+        for done in range(1, self.steps + 1):
             grad = np.zeros_like(signal)
             current = (signal + bound * u)[index]
             for member, target in zip(self.members, targets, strict=True):
@@ -261,6 +265,8 @@ class Masker:
                 velocity = MOMENTUM * velocity + grad / max(float(np.abs(grad).mean()), 1e-20)
                 grad = velocity
             u = np.clip(u + direction * step * np.sign(grad), -1.0, 1.0)
+            if self.progress is not None:
+                self.progress(done, self.steps)
         return (bound * u).astype(np.float32)
 
     def budget(self, windows: np.ndarray, valid: np.ndarray) -> np.ndarray:
