@@ -43,6 +43,12 @@ def test_bad_option_is_a_parse_error(command, option, capsys):
     assert "Traceback" not in "\n".join(err)
 
 
+def test_bench_threads_zero_is_a_parse_error(capsys):
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(["bench", "--threads", "0"])
+    assert exc.value.code == 2
+
+
 @pytest.mark.parametrize(
     "option", [["--hop-ms", "nan"], ["--hop-ms", "inf"], ["--hop-ms", "5"], ["--rate", "0"]]
 )

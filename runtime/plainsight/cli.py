@@ -40,7 +40,7 @@ def add_engine_arguments(parser: argparse.ArgumentParser, masking: bool = True) 
     group.add_argument("--backend", default="auto", choices=["auto", "onnx", "tflite"])
     group.add_argument(
         "--threads",
-        type=_positive_int,
+        type=positive_int,
         default=1,
         help="intra-op threads (default 1: spare the CPU)",
     )
@@ -118,7 +118,7 @@ def masker_from_args(args):
     )
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")

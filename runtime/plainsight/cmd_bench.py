@@ -12,11 +12,14 @@ TARGETS = {"mask_rtf": 0.02, "stream_rtf": 0.2, "peak_rss_mb": 150.0, "import_an
 
 
 def add_arguments(parser) -> None:
+    from plainsight.cli import positive_int
     from plainsight.masker import DEFAULT_STRENGTH, STRENGTHS
 
     parser.add_argument("--json", action="store_true", help="print results as JSON")
     parser.add_argument("--backend", choices=["all", "onnx", "tflite"], default="all")
-    parser.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
+    parser.add_argument(
+        "--threads", type=positive_int, default=1, help="intra-op threads (default 1)"
+    )
     parser.add_argument("--seconds", type=float, default=20.0, help="length of the test audio")
     parser.add_argument("--hop-ms", type=float, default=250.0, help="stream hop")
     parser.add_argument("--model", default="default", help="model (see plainsight mask --help)")
