@@ -250,3 +250,18 @@ def test_masker_reports_progress_after_every_step(tmp_path):
     masker.mask(np.random.default_rng(0).uniform(-0.3, 0.3, 8000).astype(np.float32), 16000)
     assert calls[:5] == [(1, 5), (2, 5), (3, 5), (4, 5), (5, 5)]
     assert len(calls) % 5 == 0
+
+
+def test_info_verify_exits_non_zero_when_a_manifest_does_not_fit_its_graph(
+    tmp_path, monkeypatch, capsys
+):
+    import plainsight.manifest as manifest
+
+    models = tmp_path / "models"
+    models.mkdir()
+    tampered = tampered_copy(bundled_model_dir(), tmp_path, classes=_classes(20))
+    shutil.move(str(tampered), models / "emodb-compact")
+    monkeypatch.setattr(manifest, "BUNDLED_DIR", models)
+    assert main(["info", "--verify"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and all("manifest.json" in line and "classes" in line for line in err)

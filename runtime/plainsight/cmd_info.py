@@ -8,7 +8,9 @@ import json
 def add_arguments(parser) -> None:
     parser.add_argument("--json", action="store_true", help="print as JSON")
     parser.add_argument(
-        "--verify", action="store_true", help="also hash every model file; exit 1 on a mismatch"
+        "--verify",
+        action="store_true",
+        help="also hash and load every model file; exit 1 on a mismatch",
     )
 
 
@@ -19,7 +21,7 @@ def collect(verify: bool = False) -> dict:
     import soundfile
 
     from plainsight import __version__
-    from plainsight.backends import backend_version, installed_backends
+    from plainsight.backends import BackendError, backend_version, installed_backends, load_graph
     from plainsight.manifest import (
         BUNDLED_DIR,
         DEFAULT_CORPUS,
@@ -47,8 +49,10 @@ def collect(verify: bool = False) -> dict:
             if verify:
                 try:
                     verify_file(spec, fname)
+                    if meta.get("backend") in installed_backends():  # classes/window vs graph
+                        load_graph(spec, meta["graph"], meta["backend"])
                     item["verified"] = True
-                except ManifestError as exc:
+                except (ManifestError, BackendError) as exc:
                     item["verified"] = False
                     item["error"] = str(exc)
             entry["files"][fname] = item
