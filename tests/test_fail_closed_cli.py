@@ -148,6 +148,8 @@ TAMPERINGS = {
     "window Infinity": {"window_samples": float("inf")},
     "window 1e12": {"window_samples": 10**12},
     "window 2.5": {"window_samples": 32000.5},
+    "rate NaN": {"sample_rate": float("nan")},
+    "classes twice": {"classes": ["anger"] * 7},
 }
 
 

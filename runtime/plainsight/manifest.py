@@ -107,9 +107,12 @@ def load_model_dir(directory: str | Path) -> ModelSpec:
         raise ManifestError(f"{path}: format {data['format']!r} unsupported (need {FORMAT})")
     classes = data["classes"]
     if not (
-        isinstance(classes, list) and len(classes) >= 2 and all(isinstance(c, str) for c in classes)
+        isinstance(classes, list)
+        and len(classes) >= 2
+        and all(isinstance(c, str) for c in classes)
+        and len(set(classes)) == len(classes)
     ):
-        raise ManifestError(f"{path}: classes must be a list of at least two names")
+        raise ManifestError(f"{path}: classes must be a list of at least two distinct names")
     files = data.get("files") or {}
     if not isinstance(files, dict) or not files:
         raise ManifestError(f"{path}: no graph files listed")
@@ -130,8 +133,8 @@ def load_model_dir(directory: str | Path) -> ModelSpec:
     except (TypeError, ValueError, OverflowError) as exc:
         raise ManifestError(f"{path}: bad features ({exc})") from None
     window, rate = data["window_samples"], data["sample_rate"]
-    if rate != features.sample_rate:
-        raise ManifestError(f"{path}: sample_rate {rate} != features {features.sample_rate}")
+    if rate != features.sample_rate or not 1000 <= rate <= 192000:
+        raise ManifestError(f"{path}: sample_rate {rate} (features {features.sample_rate})")
     if not features.win_length <= window <= MAX_WINDOW_S * rate:
         raise ManifestError(
             f"{path}: window_samples {window} outside {features.win_length}..{MAX_WINDOW_S * rate}"
