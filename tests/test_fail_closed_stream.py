@@ -216,7 +216,7 @@ budgets = st.one_of(
 
 
 @settings(
-    max_examples=40,
+    max_examples=80,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
@@ -231,13 +231,27 @@ budgets = st.one_of(
     cuts=st.lists(st.integers(1, 40000), max_size=5),
     read_size=st.sampled_from([1, 3, 4096, 65536]),
     seed=st.integers(0, 3),
+    vanishing=st.sampled_from([False, False, False, True]),  # also exercise the refusal
 )
 def test_stream_property_never_forwards_an_unmasked_hop(
-    toy_dir, level_db, seconds, rate, hop_ms, budget, steps, on_error, cuts, read_size, seed
+    toy_dir,
+    level_db,
+    seconds,
+    rate,
+    hop_ms,
+    budget,
+    steps,
+    on_error,
+    cuts,
+    read_size,
+    seed,
+    vanishing,
 ):
     from plainsight.masker import Masker
 
     masker = Masker(model=toy_dir, backend="onnx", method="ifgsm", steps=steps, **budget)
+    if vanishing:
+        masker = VanishingMasker(masker)
     pcm = speech_at(level_db, seconds, rate, seed) if seconds > 0.001 else np.zeros(0, "<i2")
     rc, data = run_serve(
         lambda: masker,
