@@ -121,16 +121,17 @@ def test_digital_silence_passes_as_silence(masker):
 
 # ----- 2. a hop that would go out unchanged is counted and refused ------------------------------
 class VanishingMasker:
-    """The real masker, but its attack returns no perturbation (e.g. a zero gradient)."""
+    """The real masker, but its attack returns no perturbation (e.g. a zero gradient), or
+    `value` everywhere."""
 
-    def __init__(self, real):
-        self.real = real
+    def __init__(self, real, value: float = 0.0):
+        self.real, self.value = real, value
 
     def __getattr__(self, name):
         return getattr(self.real, name)
 
     def perturb(self, windows, bound, clean=None):
-        return np.zeros_like(np.asarray(windows, np.float32))
+        return np.full_like(np.asarray(windows, np.float32), self.value)
 
 
 def test_unchanged_hop_is_refused_by_default(masker, tmp_path):
@@ -161,6 +162,23 @@ def test_unchanged_hops_become_silence_with_on_error_silence(masker, tmp_path):
     record = json.loads(status.read_text())
     assert record["unchanged_hops"] == 6 and record["failed_hops"] == 6  # 5 hops + remainder
     assert record["samples_out"] == len(pcm) and record["state"] == "stopped"
+
+
+@pytest.mark.parametrize("rate", [16000, 48000])
+def test_nan_perturbation_is_a_failure_not_garbage(masker, rate):
+    pcm = speech_at(-20, 0.6, rate=rate)
+    rc, out = run_serve(
+        lambda: VanishingMasker(masker, float("nan")), pcm.tobytes(), rate=rate, hop_ms=250
+    )
+    assert rc != 0 and out == b""
+    rc, out = run_serve(
+        lambda: VanishingMasker(masker, float("nan")),
+        pcm.tobytes(),
+        rate=rate,
+        hop_ms=250,
+        on_error="silence",
+    )
+    assert rc == 0 and out == bytes(2 * len(pcm))
 
 
 def test_status_counts_no_failures_on_a_normal_run(masker, tmp_path):
@@ -281,18 +299,28 @@ def _nearest_rounding(pcm, delta):
     return np.clip(out, -32768, 32767).astype("<i2")
 
 
-def measure_cost() -> None:
-    """SNR of what `stream` sends, old (nearest) vs new (at least 1 LSB) rounding."""
+def measure_cost(clip: str | None = None) -> None:
+    """SNR of what `stream` sends, old (nearest) vs new (at least 1 LSB) rounding, for
+    speech-like audio or a 16 kHz speech `clip` scaled to each peak level."""
     import time
 
     import plainsight.stream as stream
     from plainsight.masker import Masker
 
     masker = Masker(backend="onnx")
+    if clip:
+        import soundfile
+
+        speech, rate = soundfile.read(clip, dtype="float64")
+        assert rate == 16000 and speech.ndim == 1, "a 16 kHz mono clip"
     print("peak dBFS | hop ms | rounding | hops unchanged | samples changed | SNR dB | ms/hop")
     for peak in (0, -20, -45, -60, -80):
         for hop_ms in (250, 10):
             pcm = speech_at(peak, 2.0 if hop_ms == 250 else 0.5)
+            if clip:
+                part = speech[: 32000 if hop_ms == 250 else 8000]
+                pcm = np.round(part / np.abs(part).max() * 10 ** (peak / 20) * 32767)
+                pcm = pcm.astype("<i2")
             for name, quantise in (("nearest", _nearest_rounding), ("new", stream.add_to_pcm)):
                 stream.add_to_pcm, saved = quantise, stream.add_to_pcm
                 proc = StreamProcessor(masker, 16000, hop_ms)
@@ -318,4 +346,4 @@ def measure_cost() -> None:
 
 
 if __name__ == "__main__":
-    measure_cost()
+    measure_cost(sys.argv[1] if len(sys.argv) > 1 else None)

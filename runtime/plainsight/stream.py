@@ -118,6 +118,8 @@ class StreamProcessor:
             delta = resample(segment, self.masker.sample_rate, self.rate)[-len(new) :]
             limit = float(np.abs(delta16[-n16:]).max())
             delta = np.clip(delta, -limit, limit)
+        if not np.isfinite(delta).all():
+            raise RuntimeError("the model gave a NaN/Inf perturbation")
         out = add_to_pcm(padded, delta)
         sent = out.astype(np.float32) / SCALE - new if self.same_rate else delta16[-n16:]
         self.delta16[-n16:] = sent
