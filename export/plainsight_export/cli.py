@@ -4,6 +4,7 @@ build: committed checkpoints (export/checkpoints/<corpus>/*.pt) -> model directo
   compact     -> runtime/plainsight/models/<corpus>-compact/   grad + forward, committed
   seed-cnn    -> export/artifacts/<corpus>-seed-cnn/             grad + forward, not committed
   attacker-*  -> export/artifacts/<corpus>-attacker-*/           forward only, committed
+  (held-out panel members attacker-{dev,final}-* and adaptive-* attackers: forward ONNX only)
 build --check: rebuild the committed directories (from git-tracked checkpoints) in a temp folder
 and fail if any file differs or any parity check fails.
 """
@@ -43,6 +44,7 @@ class Target:
     name: str
     graphs: tuple[str, ...]
     committed: bool
+    backends: tuple[str, ...] = ("onnx", "tflite")
 
 
 def committed_checkpoints() -> set[Path] | None:
@@ -77,9 +79,12 @@ def plan(
                 Target(folder / "seed-cnn.pt", ARTIFACTS / name, name, ("grad", "forward"), False)
             )
         if "attackers" in kinds:
-            for path in sorted(folder.glob("attacker-*.pt")):
+            for path in sorted(folder.glob("attacker-*.pt")) + sorted(folder.glob("adaptive-*.pt")):
                 name = f"{corpus}-{path.stem}"
-                targets.append(Target(path, ARTIFACTS / name, name, ("forward",), True))
+                # Panel members are scored by onnxruntime only: no TFLite (cheaper CI check).
+                panel = path.stem.startswith(("attacker-dev-", "attacker-final-", "adaptive-"))
+                backends = ("onnx",) if panel else ("onnx", "tflite")
+                targets.append(Target(path, ARTIFACTS / name, name, ("forward",), True, backends))
     return [t for t in targets if only is None or t.checkpoint in only]
 
 
@@ -93,7 +98,13 @@ def export_target(target: Target, out_dir: Path) -> dict:
         "sha256": sha256_file(target.checkpoint),
     }
     return export_model_dir(
-        model, model.checkpoint, out_dir, target.name, target.graphs, checkpoint_ref=ref
+        model,
+        model.checkpoint,
+        out_dir,
+        target.name,
+        target.graphs,
+        backends=target.backends,
+        checkpoint_ref=ref,
     )
 
 

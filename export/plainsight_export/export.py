@@ -33,6 +33,7 @@ GRAPH_IO = {
     "forward": (("waveform",), ("logits",)),
 }
 BACKENDS = ("onnx", "tflite")
+PANEL_KEYS = ("panel", "family", "label_map", "scored_on")
 SUFFIX = {"onnx": ".onnx", "tflite": ".tflite"}
 
 
@@ -142,7 +143,10 @@ def manifest_for(ckpt: dict, name: str, graphs: dict, files: dict, checkpoint_re
     window = int(ckpt["window_samples"])
     metrics = {k: _json_safe(v) for k, v in (ckpt.get("metrics") or {}).items()}
     metrics.setdefault("chance_uar", 1.0 / len(classes))
+    # Held-out panel members only (older manifests stay byte-identical without these keys).
+    panel_keys = {k: ckpt[k] for k in PANEL_KEYS if k in ckpt}
     return {
+        **panel_keys,
         "format": FORMAT,
         "name": name,
         "version": VERSION,

@@ -6,7 +6,8 @@ Gradient-capable models (`seed-cnn`, `compact`) are `Model(frontend, body)`:
   walks it, see gradgraph.py):
   nn.Conv2d (any stride / padding / groups, dilation 1, zero padding), nn.BatchNorm2d,
   nn.ReLU, nn.Dropout, nn.Flatten, nn.Linear, nn.BatchNorm1d, GlobalMeanPool(dims).
-The attacker `mfcc-linear` is forward-only and may use any ONNX-exportable op.
+The attacker `mfcc-linear` and the panel families (`cnn2`, `crnn` on log-mel as `LogMelNet`,
+`wav1d` on the raw waveform) are forward-only and may use any ONNX-exportable op.
 
 Checkpoint format (torch.save dict, see docs/ARCHITECTURE.md): arch, arch_kwargs,
 state_dict (float32 weights; the fixed DFT/mel kernels are rebuilt from `features`),
@@ -26,7 +27,9 @@ from torch import nn
 
 from plainsight_export.frontend import LogMel
 
-ARCHS = ("seed-cnn", "compact", "mfcc-linear")
+ARCHS = ("seed-cnn", "compact", "mfcc-linear", "cnn2", "crnn", "wav1d")
+# Forward-only attacker families of the held-out panel (no hand-written gradient graph).
+PANEL_ARCHS = ("cnn2", "crnn", "wav1d")
 BODY_OPS = (
     nn.Conv2d,
     nn.BatchNorm2d,
@@ -139,6 +142,91 @@ def compact_body(
     return nn.Sequential(*layers)
 
 
+class LogMelNet(nn.Module):
+    """Forward-only: LogMel front end + any network on [B, 1, T, F] (features like Model)."""
+
+    def __init__(self, frontend: LogMel, net: nn.Module):
+        super().__init__()
+        self.frontend = frontend
+        self.net = net  # not `body`: that name promises the gradient graph's op set
+
+    def features(self, waveform: torch.Tensor, fast: bool = False) -> torch.Tensor:
+        feats = self.frontend.forward_fft(waveform) if fast else self.frontend(waveform)
+        return feats.unsqueeze(1)
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        return self.net(self.features(waveform))
+
+
+class StatsPool(nn.Module):
+    """[B, C, T, F] -> mean over F, then mean and max over T: [B, 2C]."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.mean(dim=3)
+        return torch.cat([x.mean(dim=2), x.amax(dim=2)], dim=1)
+
+
+def cnn2_body(n_classes: int, channels=(16, 32, 64), dropout: float = 0.3) -> nn.Sequential:
+    """A second log-mel CNN, unlike compact: 5x5 first kernel, max pooling instead of
+    strides, mean+max statistics pooling over time (so it ignores the band layout)."""
+    layers: list[nn.Module] = []
+    c_in = 1
+    for i, c_out in enumerate(channels):
+        kernel = 5 if i == 0 else 3
+        layers += _conv_block(c_in, c_out, kernel, 1, kernel // 2)
+        layers.append(nn.MaxPool2d(2))
+        c_in = c_out
+    layers += [StatsPool(), nn.Dropout(dropout), nn.Linear(2 * c_in, n_classes)]
+    return nn.Sequential(*layers)
+
+
+class CrnnBody(nn.Module):
+    """Temporal model: two conv blocks on [B, 1, T, F], then a GRU over frames, mean over time."""
+
+    def __init__(self, n_classes: int, n_mels: int, channels=(16, 32), hidden: int = 64):
+        super().__init__()
+        self.conv = nn.Sequential(
+            *_conv_block(1, channels[0], 3, 1, 1),
+            nn.MaxPool2d(2),
+            *_conv_block(channels[0], channels[1], 3, 1, 1),
+            nn.MaxPool2d((1, 2)),
+        )
+        self.gru = nn.GRU(channels[1] * (n_mels // 4), hidden, batch_first=True)
+        self.dropout = nn.Dropout(0.3)
+        self.out = nn.Linear(hidden, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)  # [B, C, T', F']
+        b, c, t, f = x.shape
+        seq = x.permute(0, 2, 1, 3).reshape(b, t, c * f)
+        states, _ = self.gru(seq)
+        return self.out(self.dropout(states.mean(dim=1)))
+
+
+class Wav1d(nn.Module):
+    """Raw-waveform 1D CNN (M5-like), no mel front end: each window is scaled to unit RMS
+    (gain-invariant), then strided/pooled convolutions and a mean over time."""
+
+    def __init__(self, n_classes: int, channels=(32, 32, 64, 64), first_kernel: int = 80):
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in = 1
+        for i, c_out in enumerate(channels):
+            kernel, stride = (first_kernel, 4) if i == 0 else (3, 1)
+            layers += [nn.Conv1d(c_in, c_out, kernel, stride), nn.BatchNorm1d(c_out), nn.ReLU()]
+            if i < len(channels) - 1:
+                layers.append(nn.MaxPool1d(4))
+            c_in = c_out
+        self.convs = nn.Sequential(*layers)
+        self.dropout = nn.Dropout(0.3)
+        self.out = nn.Linear(c_in, n_classes)
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        rms = torch.sqrt((waveform**2).mean(dim=1, keepdim=True) + 1e-8)
+        x = self.convs((waveform / rms).unsqueeze(1))
+        return self.out(self.dropout(x.mean(dim=2)))
+
+
 MFCC_FEATURES = FeatureConfig(win_length=512, n_fft=512, n_mels=64, f_min=60.0, f_max=7600.0)
 
 
@@ -188,6 +276,10 @@ def _as_tuples(value):
     return value
 
 
+def _tuple_kwargs(kw: dict) -> dict:
+    return {k: _as_tuples(v) for k, v in kw.items()}
+
+
 def build_model(arch: str, n_classes: int, cfg: FeatureConfig, **kw) -> nn.Module:
     """A fresh model. cfg is the front end's FeatureConfig (mfcc-linear has its own)."""
     if arch == "seed-cnn":
@@ -197,6 +289,12 @@ def build_model(arch: str, n_classes: int, cfg: FeatureConfig, **kw) -> nn.Modul
         return Model(LogMel(cfg), compact_body(n_classes, cfg, **kw))
     if arch == "mfcc-linear":
         return MfccLinear(n_classes, cfg, **kw)
+    if arch == "cnn2":
+        return LogMelNet(LogMel(cfg), cnn2_body(n_classes, **_tuple_kwargs(kw)))
+    if arch == "crnn":
+        return LogMelNet(LogMel(cfg), CrnnBody(n_classes, cfg.n_mels, **_tuple_kwargs(kw)))
+    if arch == "wav1d":
+        return Wav1d(n_classes, **_tuple_kwargs(kw))
     raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
 
 
@@ -211,24 +309,28 @@ def count_params(model: nn.Module) -> int:
 def count_macs(model: nn.Module, n_samples: int = 32000) -> dict[str, int]:
     """Multiply-adds per example of the front end and of the rest, by forward hooks."""
     macs = {"frontend": 0, "body": 0}
-    frontend = model.frontend
-    cfg = frontend.cfg
-    frames = cfg.n_frames(n_samples)
-    macs["frontend"] = frames * (2 * cfg.n_bins * cfg.win_length + cfg.n_bins * cfg.n_mels)
+    frontend = getattr(model, "frontend", None)  # wav1d has none
+    if frontend is not None:
+        cfg = frontend.cfg
+        frames = cfg.n_frames(n_samples)
+        macs["frontend"] = frames * (2 * cfg.n_bins * cfg.win_length + cfg.n_bins * cfg.n_mels)
 
     def hook(module, inputs, output):
-        if isinstance(module, nn.Conv2d):
-            per_out = (
-                module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
-            )
+        if isinstance(module, (nn.Conv1d, nn.Conv2d)):
+            per_out = module.in_channels // module.groups * int(np.prod(module.kernel_size))
             macs["body"] += output[0].numel() * per_out
+        elif isinstance(module, nn.GRU):
+            steps = output[0].shape[1]
+            macs["body"] += (
+                steps * 3 * (module.input_size + module.hidden_size) * module.hidden_size
+            )
         elif isinstance(module, nn.Linear):
             macs["body"] += module.in_features * module.out_features
 
     handles = [
         m.register_forward_hook(hook)
         for m in model.modules()
-        if isinstance(m, (nn.Conv2d, nn.Linear))
+        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear, nn.GRU))
     ]
     was_training = model.training
     model.eval()

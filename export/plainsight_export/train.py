@@ -32,6 +32,8 @@ DEFAULT_EPOCHS = {"emodb": 100, "ravdess": 60}
 MFCC_EPOCHS = 40
 DEFAULT_LR = {"compact": 3e-3, "seed-cnn": 1e-3, "mfcc-linear": 1e-2}
 DEFAULT_WD = {"compact": 1e-2, "seed-cnn": 1e-2, "mfcc-linear": 1e-2}
+for _arch in M.PANEL_ARCHS:
+    DEFAULT_LR[_arch], DEFAULT_WD[_arch] = 3e-3, 1e-2
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -61,7 +63,35 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-specaug", action="store_true", help="no time/frequency masking")
     p.add_argument("--out", help="output folder (default: export/checkpoints/<corpus>)")
     p.add_argument("--name", help="checkpoint file stem (default: the arch)")
-    p.add_argument("--role", default="default", choices=["default", "reference", "attacker"])
+    p.add_argument(
+        "--role", default="default", choices=["default", "reference", "attacker", "adaptive"]
+    )
+    p.add_argument(
+        "--panel",
+        choices=["dev", "final"],
+        help="held-out panel member: recorded in the checkpoint; implies --augment panel",
+    )
+    p.add_argument(
+        "--augment",
+        choices=["default", "panel"],
+        help="default: gain + noise 5-35 dB; panel: gain, low-pass, noise 10-40 dB",
+    )
+    p.add_argument(
+        "--shared-labels",
+        action="store_true",
+        help="train on the labels both corpora share only (cross-corpus members)",
+    )
+    p.add_argument(
+        "--score-corpus",
+        choices=sorted(CLASSES),
+        help="also score the other corpus's test speakers over the shared labels "
+        "(cross-corpus member; implies --shared-labels)",
+    )
+    p.add_argument(
+        "--masked-cache",
+        help="adaptive attacker: train on the clips masked by the runtime default "
+        "plainsight.Masker(), cached as .npy in this folder (never commit it)",
+    )
     p.add_argument(
         "--loso",
         action="store_true",
@@ -92,6 +122,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.weight_decay if args.weight_decay is not None else DEFAULT_WD[args.arch]
     )
     args.out = Path(args.out or Path("export/checkpoints") / args.corpus)
+    args.augment = args.augment or ("panel" if args.panel else "default")
+    args.shared_labels = args.shared_labels or bool(args.score_corpus)
+    if args.score_corpus == args.corpus:
+        p.error("--score-corpus must be the other corpus")
     args.name = args.name or args.arch
     return args
 
@@ -119,7 +153,11 @@ def forward(model: nn.Module, x: torch.Tensor, fast: bool) -> torch.Tensor:
         return model(x)
     if isinstance(model, M.Model):
         return model.body(model.features(x, fast=True))
-    return model(x, fast=True)
+    if isinstance(model, M.LogMelNet):
+        return model.net(model.features(x, fast=True))
+    if isinstance(model, M.MfccLinear):
+        return model(x, fast=True)
+    return model(x)  # waveform models have no front end
 
 
 @torch.no_grad()
@@ -235,9 +273,11 @@ def train_model(args, classes, train: D.ClipSet, val: D.ClipSet | None, seed: in
     gen = torch.Generator().manual_seed(seed)
     cfg = M.default_features(args.arch)
     model = M.build_model(args.arch, len(classes), cfg, **args.arch_kwargs)
+    logmel = isinstance(model, (M.Model, M.LogMelNet))
+    augment_kw = D.PANEL_AUGMENT if getattr(args, "augment", "default") == "panel" else {}
     if args.arch == "mfcc-linear":
         fit_statistics_scaler(model, train)
-    else:
+    elif logmel:
         mean, std = feature_stats(model, train)
         model.frontend.set_stats(mean, std)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -276,23 +316,27 @@ def train_model(args, classes, train: D.ClipSet, val: D.ClipSet | None, seed: in
             if len(idx) < 2:
                 continue  # BatchNorm needs two examples
             batch = np.stack([D.crop(train.audio[j], WINDOW, rng) for j in idx])
-            x = torch.from_numpy(D.augment(batch, rng))
+            x = torch.from_numpy(D.augment(batch, rng, **augment_kw))
             y = torch.from_numpy(train.labels[idx])
-            if isinstance(model, M.Model):
+            if logmel:
                 feats = model.features(x, fast=True)
                 if not args.no_specaug:
                     feats = spec_augment(feats, gen)
-            else:
+            elif isinstance(model, M.MfccLinear):
                 feats = model.statistics(x, fast=True)
+            else:
+                feats = x  # raw-waveform model
             lam, partner = 1.0, None
             if args.mixup > 0:
                 lam = float(rng.beta(args.mixup, args.mixup))
                 partner = torch.from_numpy(rng.permutation(len(idx)))
                 feats = lam * feats + (1 - lam) * feats[partner]
-            if isinstance(model, M.Model):
-                logits = model.body(feats)
-            else:
+            if logmel:
+                logits = (model.body if isinstance(model, M.Model) else model.net)(feats)
+            elif isinstance(model, M.MfccLinear):
                 logits = model.linear((feats - model.stat_mean) / model.stat_std)
+            else:
+                logits = model(feats)
             loss = loss_fn(logits, y)
             if partner is not None:
                 loss = lam * loss + (1 - lam) * loss_fn(logits, y[partner])
@@ -384,8 +428,38 @@ def model_size(model) -> dict:
     return {"params": M.count_params(model), "macs_per_2s": macs}
 
 
+def masked_clips(clips: D.ClipSet, cache: Path) -> D.ClipSet:
+    """The clips masked by the runtime default `plainsight.Masker()`, cached as .npy files."""
+    from plainsight import Masker
+
+    masker, out = Masker(threads=1), []
+    cache.mkdir(parents=True, exist_ok=True)
+    for utt, audio in tqdm(list(zip(clips.utts, clips.audio, strict=True)), desc="masking"):
+        path = cache / f"{utt.corpus}-{utt.path.stem}.npy"
+        if not path.is_file():
+            tmp = path.with_suffix(".tmp.npy")
+            np.save(tmp, masker.mask(audio, 16000).astype(np.float32))
+            os.replace(tmp, path)
+        out.append(np.load(path))
+    return D.ClipSet(clips.utts, out, clips.labels)
+
+
+def cross_corpus_test(args, model, classes) -> tuple[dict, dict]:
+    """Test speakers of --score-corpus over the shared labels: (label map, scores)."""
+    from plainsight.corpora import list_corpus, split_of
+    from plainsight.evaluate.panel import shared_label_map
+
+    label_map = shared_label_map(args.score_corpus, args.corpus)
+    utts = [u for u in list_corpus(args.data, args.score_corpus) if split_of(u) == "test"]
+    test = D.restrict_labels(D.load_clips(utts, CLASSES[args.score_corpus]), classes, label_map)
+    return label_map, evaluate(model, test, classes)
+
+
 def run_fixed(args, clips: D.ClipSet, classes) -> dict:
     parts = D.fixed_split(clips)
+    clean_test = parts["test"]
+    if args.masked_cache:
+        parts = {k: masked_clips(v, Path(args.masked_cache)) for k, v in parts.items()}
     start = time.time()
     model, history = train_model(
         args, classes, parts["train"], parts["val"], args.seed, not args.no_progress
@@ -393,7 +467,18 @@ def run_fixed(args, clips: D.ClipSet, classes) -> dict:
     train_time = time.time() - start
     test = evaluate(model, parts["test"], classes)
     val = evaluate(model, parts["val"], classes)
-    cfg = model.frontend.cfg
+    frontend = getattr(model, "frontend", None)
+    cfg = frontend.cfg if frontend is not None else M.FeatureConfig()  # wav1d: rate only
+    extra = {}
+    if args.panel:
+        family = f"cross-corpus-{args.arch}" if args.score_corpus else args.arch
+        extra.update(panel=args.panel, family=family)
+    if args.masked_cache:
+        extra["trained_on"] = "audio masked by the runtime default plainsight.Masker()"
+        extra["test_clean"] = evaluate(model, clean_test, classes)
+    if args.score_corpus:
+        extra["label_map"], extra["cross_corpus_test"] = cross_corpus_test(args, model, classes)
+        extra["scored_on"] = args.score_corpus
     report = {
         "corpus": args.corpus,
         "arch": args.arch,
@@ -421,6 +506,8 @@ def run_fixed(args, clips: D.ClipSet, classes) -> dict:
         "ema": args.ema,
         "specaug": not args.no_specaug,
         "arch_kwargs": args.arch_kwargs,
+        "augment": args.augment,
+        **extra,
         **model_size(model),
         "history": history,
         "command": "plainsight-train " + shlex.join(sys.argv[1:]),
@@ -442,6 +529,7 @@ def run_fixed(args, clips: D.ClipSet, classes) -> dict:
         corpus=args.corpus,
         role=args.role,
         metrics=metrics,
+        **{k: extra[k] for k in ("panel", "family", "label_map", "scored_on") if k in extra},
     )
     write_json(args.out / f"{args.name}.report.json", report)
     plot_confusion(
@@ -506,6 +594,11 @@ def main(argv=None) -> int:
     except CorpusError as exc:
         print(f"plainsight-train: {exc}", file=sys.stderr)
         return 2
+    if args.shared_labels:
+        from plainsight.evaluate.panel import shared_classes
+
+        classes = shared_classes(args.corpus)
+        clips = D.restrict_labels(clips, classes)
     report = run_loso(args, clips, classes) if args.loso else run_fixed(args, clips, classes)
     print(
         f"{args.corpus} {args.name}: test UAR {report['uar']:.3f} accuracy "

@@ -81,6 +81,8 @@ class Scorer:
         self.graph = load_graph(spec, graph, backend, threads)
         self.uses_grad_graph = graph == "grad"
         self.batch = batch
+        # Cross-corpus panel members: scoring-corpus label -> model class (others not scored).
+        self.label_map = spec.manifest.get("label_map")
 
     def _logits(self, windows: np.ndarray) -> np.ndarray:
         out = []
@@ -102,9 +104,18 @@ class Scorer:
         )
 
     def report(self, audios: list[np.ndarray], labels: list[str]) -> dict:
+        audios, labels = apply_label_map(self.label_map, audios, labels)
         pred = self.clip_logits(audios).argmax(axis=1)
         true = [self.classes.index(lab) for lab in labels]
         return metrics.classification_report(true, pred, self.classes) | {"model": self.name}
+
+
+def apply_label_map(label_map: dict | None, audios: list, labels: list[str]):
+    """Keep the clips whose label the map knows, relabelled (no map: unchanged)."""
+    if label_map is None:
+        return audios, labels
+    keep = [i for i, lab in enumerate(labels) if lab in label_map]
+    return [audios[i] for i in keep], [label_map[labels[i]] for i in keep]
 
 
 def clip_windows(audio: np.ndarray, length: int) -> np.ndarray:
@@ -131,7 +142,8 @@ def artifacts_root() -> Path | None:
 
 
 def find_attackers(corpus: str, explicit: str | None = None) -> list[ModelSpec]:
-    """Attacker model dirs: --attackers a,b or every <artifacts>/<corpus>-attacker-*."""
+    """Attacker model dirs: --attackers a,b or every <artifacts>/<corpus>-attacker-* with a
+    graph (numpy statistics members of the panel are scored by evaluate.panel.load_panel)."""
     if explicit:
         return [load_model_dir(p.strip()) for p in explicit.split(",") if p.strip()]
     root = artifacts_root()
@@ -140,8 +152,16 @@ def find_attackers(corpus: str, explicit: str | None = None) -> list[ModelSpec]:
     return [
         load_model_dir(d)
         for d in sorted(root.glob(f"{corpus}-attacker-*"))
-        if (d / "manifest.json").is_file()
+        if (d / "manifest.json").is_file() and not _is_stats_member(d)
     ]
+
+
+def _is_stats_member(directory: Path) -> bool:
+    import json
+
+    return json.loads((directory / "manifest.json").read_text()).get("format") == (
+        "plainsight-stats-1"
+    )
 
 
 def find_artifact(corpus: str, name: str) -> Path | None:

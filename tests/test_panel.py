@@ -1,0 +1,233 @@
+"""The held-out attacker panel: new families, forward export parity, numpy statistics scorers,
+cross-corpus label mapping, dev/final selection (issue 9 section 1)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from plainsight.evaluate import panel as P
+from plainsight.evaluate.pipeline import Scorer, find_attackers
+from plainsight.manifest import ManifestError, load_model_dir
+
+torch = pytest.importorskip("torch")
+sklearn = pytest.importorskip("sklearn")
+
+from plainsight_export import data as D  # noqa: E402
+from plainsight_export import models  # noqa: E402
+from plainsight_export.export import export_model_dir  # noqa: E402
+from plainsight_export.stats_members import classifier_params, write_member  # noqa: E402
+
+
+def _features(n=120, dim=12, classes=4, seed=0):
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % classes
+    centres = rng.normal(0, 1.5, (classes, dim))
+    return centres[y] + rng.normal(0, 1.0, (n, dim)), y
+
+
+@pytest.mark.parametrize("kernel", ["linear", "rbf"])
+def test_svc_numpy_scores_equal_sklearn(kernel):
+    from sklearn.svm import SVC
+
+    x, y = _features()
+    clf = SVC(kernel=kernel, C=0.5, gamma="scale").fit(x, y)
+    settings, arrays = classifier_params(clf)
+    ours = P.svc_scores(x, settings | arrays)
+    np.testing.assert_allclose(ours, clf.decision_function(x), atol=1e-9)
+    assert (ours.argmax(1) == clf.predict(x)).all()
+
+
+def test_linear_numpy_scores_equal_sklearn():
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = _features(classes=5)
+    clf = LogisticRegression(max_iter=2000).fit(x, y)
+    settings, arrays = classifier_params(clf)
+    assert settings["type"] == "linear"
+    np.testing.assert_allclose(
+        P.linear_scores(x, arrays), clf.decision_function(x), rtol=1e-9, atol=1e-9
+    )
+
+
+def _tone(freq, seconds, rate=16000, seed=0):
+    t = np.arange(int(seconds * rate)) / rate
+    noise = 0.01 * np.random.default_rng(seed).standard_normal(len(t))
+    return (0.3 * np.sin(2 * np.pi * freq * t) + noise).astype(np.float32)
+
+
+def _stats_member(tmp_path, name="emodb-attacker-final-mfcc-svm-s0", panel="final", **extra):
+    """A tiny MFCC-functionals + RBF SVC member written like the real ones."""
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+
+    classes = ["anger", "sadness", "neutral"]
+    audios = [_tone(f, 1.5 + 0.5 * k, seed=k) for k, f in enumerate([150, 400, 900] * 3)]
+    labels = np.arange(9) % 3
+    feats = np.stack([P.mfcc_functionals(P.clip_windows(a, P.WINDOW)[0]) for a in audios])
+    scaler = StandardScaler().fit(feats)
+    clf = SVC(kernel="rbf", C=1.0, gamma="scale").fit(scaler.transform(feats), labels)
+    settings, arrays = classifier_params(clf)
+    arrays |= {"scaler_mean": scaler.mean_, "scaler_scale": scaler.scale_}
+    manifest = {
+        "format": P.STATS_FORMAT,
+        "name": name,
+        "corpus": "emodb",
+        "role": "attacker",
+        "panel": panel,
+        "family": "mfcc-svm",
+        "classes": classes,
+        "features_kind": "mfcc-functionals",
+        "classifier": settings,
+        "sample_rate": 16000,
+        "window_samples": P.WINDOW,
+        **extra,
+    }
+    write_member(tmp_path / name, manifest, arrays)
+    return tmp_path / name, audios, [classes[i] for i in labels], clf, scaler
+
+
+def test_stats_scorer_matches_sklearn_and_checks_hashes(tmp_path):
+    directory, audios, labels, clf, scaler = _stats_member(tmp_path)
+    scorer = P.StatsScorer(directory)
+    assert (scorer.name, scorer.family) == ("emodb-attacker-final-mfcc-svm-s0", "mfcc-svm")
+    # Clips of <= 2 s are one window: the clip score is sklearn's score of that window.
+    short = [a for a in audios if len(a) <= P.WINDOW]
+    feats = np.stack([P.mfcc_functionals(P.clip_windows(a, P.WINDOW)[0]) for a in short])
+    expected = clf.decision_function(scaler.transform(feats))
+    np.testing.assert_allclose(scorer.clip_logits(short), expected, atol=1e-3)
+    report = scorer.report(audios, labels)
+    assert report["n"] == 9 and report["uar"] == pytest.approx(1.0)
+    # A modified parameter file is refused.
+    path = directory / "dual_coef.npy"
+    arr = np.load(path)
+    arr[0, 0] += 1.0
+    np.save(path, arr)
+    with pytest.raises(ManifestError):
+        P.StatsScorer(directory)
+
+
+def _onnx_member(tmp_path, arch, classes, **ckpt_extra):
+    torch.manual_seed(0)
+    model = models.build_model(arch, len(classes), models.default_features(arch)).eval()
+    ckpt = {
+        "arch": arch,
+        "classes": classes,
+        "features": models.default_features(arch).to_dict(),
+        "window_samples": 32000,
+        "corpus": "ravdess",
+        "role": "attacker",
+        "seed": 0,
+        **ckpt_extra,
+    }
+    name = f"emodb-attacker-dev-{arch}-s0"
+    export_model_dir(model, ckpt, tmp_path / name, name, ("forward",), ("onnx",))
+    return model, tmp_path / name
+
+
+@pytest.mark.parametrize("arch", models.PANEL_ARCHS)
+def test_panel_family_forward_graph_matches_torch(tmp_path, arch):
+    classes = ["anger", "sadness", "neutral", "fear"]
+    model, directory = _onnx_member(tmp_path, arch, classes, panel="dev", family=arch)
+    manifest = json.loads((directory / "manifest.json").read_text())
+    assert manifest["panel"] == "dev" and sorted(manifest["files"]) == ["forward.onnx"]
+    scorer = Scorer(load_model_dir(directory))
+    x = np.stack([_tone(200, 2.0), _tone(700, 2.0, seed=1), np.zeros(32000, np.float32)])
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x)).numpy()
+    assert np.abs(scorer._logits(x) - expected).max() <= 1e-4
+
+
+def test_cross_corpus_scorer_maps_labels(tmp_path):
+    """A RAVDESS-trained member scored on EmoDB: EmoDB labels map to its classes, boredom
+    (not shared) is left out, and the mapped clips are scored as the model's classes."""
+    classes = P.shared_classes("ravdess")
+    label_map = P.shared_label_map("emodb", "ravdess")
+    assert label_map["happiness"] == "happy" and "boredom" not in label_map
+    _, directory = _onnx_member(tmp_path, "cnn2", classes, label_map=label_map, scored_on="emodb")
+    scorer = Scorer(load_model_dir(directory))
+    audios = [_tone(200 + 50 * k, 1.5, seed=k) for k in range(4)]
+    labels = ["anger", "boredom", "sadness", "neutral"]
+    report = scorer.report(audios, labels)
+    assert report["n"] == 3
+    support = np.asarray(report["confusion"]).sum(1)
+    assert [classes[i] for i in np.flatnonzero(support)] == ["angry", "sad", "neutral"]
+    stats_dir, audios2, labels2, _, _ = _stats_member(
+        tmp_path, label_map={"anger": "anger", "sadness": "sadness"}
+    )
+    assert P.StatsScorer(stats_dir).report(audios2, labels2)["n"] == 6
+
+
+def test_load_panel_splits_dev_and_final(tmp_path, monkeypatch):
+    monkeypatch.setenv("PLAINSIGHT_ARTIFACTS", str(tmp_path))
+    _onnx_member(tmp_path, "wav1d", ["anger", "neutral"], panel="dev", family="wav1d")
+    _stats_member(tmp_path)
+    dev, final = P.load_panel("emodb", "dev"), P.load_panel("emodb", "final")
+    assert [(s.name, s.family) for s in dev] == [("emodb-attacker-dev-wav1d-s0", "wav1d")]
+    assert [(s.name, s.family) for s in final] == [("emodb-attacker-final-mfcc-svm-s0", "mfcc-svm")]
+    # The graph-only attacker search skips the numpy members instead of failing on them.
+    assert [s.name for s in find_attackers("emodb")] == ["emodb-attacker-dev-wav1d-s0"]
+    with pytest.raises(ValueError):
+        P.load_panel("emodb", "test")
+
+
+def test_lowpass_augmentation_removes_high_band():
+    rng = np.random.default_rng(0)
+    audio = (0.1 * rng.standard_normal(32000)).astype(np.float32)
+    out = D.lowpass(audio, 3000.0)
+    spectrum = np.abs(np.fft.rfft(out))
+    freqs = np.fft.rfftfreq(32000, 1 / 16000)
+    assert spectrum[freqs > 3600].max() < 1e-6
+    clean = np.abs(np.fft.rfft(audio))
+    np.testing.assert_allclose(spectrum[freqs < 2900], clean[freqs < 2900], rtol=1e-4, atol=1e-4)
+    batch = D.augment(np.stack([audio] * 8), rng, **D.PANEL_AUGMENT)
+    assert batch.shape == (8, 32000) and np.isfinite(batch).all()
+
+
+def _tiny_corpus(root):
+    import soundfile as sf
+
+    wav = root / "emodb" / "wav"
+    wav.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for speaker in ("03", "08", "10", "11", "15"):
+        for k, letter in enumerate("WLEAFTN"):
+            n = 8000 + 1000 * k
+            t = np.arange(n) / 16000
+            audio = 0.3 * np.sin(2 * np.pi * (120 + 60 * k) * t) + 0.02 * rng.standard_normal(n)
+            sf.write(wav / f"{speaker}a01{letter}a.wav", audio.astype(np.float32), 16000)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", models.PANEL_ARCHS)
+def test_panel_family_training_smoke(tmp_path, arch):
+    from plainsight_export import train
+
+    _tiny_corpus(tmp_path)
+    out = tmp_path / "run"
+    argv = ["--corpus", "emodb", "--data", str(tmp_path), "--arch", arch, "--epochs", "2"]
+    argv += ["--batch-size", "8", "--out", str(out), "--no-progress", "--role", "attacker"]
+    argv += ["--panel", "dev", "--name", f"attacker-dev-{arch}-s0", "--shared-labels"]
+    assert train.main(argv) == 0
+    report = json.loads((out / f"attacker-dev-{arch}-s0.report.json").read_text())
+    assert report["augment"] == "panel" and report["family"] == arch
+    assert report["classes"] == P.shared_classes("emodb")  # boredom left out
+    assert report["n_clips"] == {"train": 12, "val": 6, "test": 12}
+    model = models.load_checkpoint(out / f"attacker-dev-{arch}-s0.pt")
+    assert model.checkpoint["panel"] == "dev"
+    with torch.no_grad():
+        assert model(torch.zeros(1, 32000)).shape == (1, 6)
+
+
+def test_panel_module_is_torch_free():
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "import plainsight.evaluate.panel as P\n"
+        "print(len(P.mfcc_functionals(__import__('numpy').zeros(32000, 'float32'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "160"
