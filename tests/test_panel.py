@@ -9,7 +9,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from plainsight.evaluate import panel as P
 from plainsight.evaluate.pipeline import Scorer, find_attackers
 from plainsight.manifest import ManifestError, load_model_dir
