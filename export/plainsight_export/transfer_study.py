@@ -243,38 +243,33 @@ def uar(scorer, audios, labels) -> float:
 
 # ----------------------------------------------------------------------------- methods
 ALL_DIVERSITY = ("shift", "gain", "resample", "lowpass", "noise", "quantise")
-METHODS = {
-    "default": Method("default", ["compact"], note="today's default: I-FGSM 10, compact"),
-    "di": Method("di", ["compact"], diversity=ALL_DIVERSITY, note="input diversity"),
-    "di-k2": Method("di-k2", ["compact"], diversity=ALL_DIVERSITY, samples=2),
-    "ens": Method("ens", ["compact", "surrogate-crnn", "surrogate-mfcc", "surrogate-cnn2"]),
-    "ens-di": Method(
-        "ens-di",
-        ["compact", "surrogate-crnn", "surrogate-mfcc", "surrogate-cnn2"],
-        diversity=ALL_DIVERSITY,
-    ),
-    "ens-di-mi": Method(
-        "ens-di-mi",
-        ["compact", "surrogate-crnn", "surrogate-mfcc", "surrogate-cnn2"],
-        diversity=ALL_DIVERSITY,
-        momentum=1.0,
-    ),
-    "ens-di-margin": Method(
-        "ens-di-margin",
-        ["compact", "surrogate-crnn", "surrogate-mfcc", "surrogate-cnn2"],
-        diversity=ALL_DIVERSITY,
-        loss="margin",
-    ),
-    "ens-di-vmi": Method(
-        "ens-di-vmi",
-        ["compact", "surrogate-crnn", "surrogate-mfcc", "surrogate-cnn2"],
-        diversity=ALL_DIVERSITY,
-        momentum=1.0,
-        variance=2,
-    ),
-    "mfcc-only": Method("mfcc-only", ["surrogate-mfcc"]),
-    "crnn-only": Method("crnn-only", ["surrogate-crnn"]),
-}
+ENSEMBLE = ["compact", "surrogate-crnn", "surrogate-mfcc", "surrogate-cnn2"]
+ROBUST = ["surrogate-compact-robust"]
+ROBUST_ENSEMBLE = ["surrogate-compact-robust", "surrogate-crnn", "surrogate-mfcc", "surrogate-cnn2"]
+
+
+def _methods(*specs: tuple[str, list[str], dict]) -> dict[str, Method]:
+    return {name: Method(name, surrogates, **kw) for name, surrogates, kw in specs}
+
+
+METHODS = _methods(
+    ("default", ["compact"], {"note": "today's default: I-FGSM 10 toward neutral, compact"}),
+    ("di", ["compact"], {"diversity": ALL_DIVERSITY}),
+    ("di-k2", ["compact"], {"diversity": ALL_DIVERSITY, "samples": 2}),
+    ("mi", ["compact"], {"momentum": 1.0}),
+    ("margin", ["compact"], {"loss": "margin"}),
+    ("robust", ROBUST, {}),
+    ("robust-di", ROBUST, {"diversity": ALL_DIVERSITY}),
+    ("ens", ENSEMBLE, {}),
+    ("ens-di", ENSEMBLE, {"diversity": ALL_DIVERSITY}),
+    ("ens-di-mi", ENSEMBLE, {"diversity": ALL_DIVERSITY, "momentum": 1.0}),
+    ("ens-di-margin", ENSEMBLE, {"diversity": ALL_DIVERSITY, "loss": "margin"}),
+    ("ens-di-vmi", ENSEMBLE, {"diversity": ALL_DIVERSITY, "momentum": 1.0, "variance": 2}),
+    ("ens-robust", ROBUST_ENSEMBLE, {}),
+    ("ens-robust-di", ROBUST_ENSEMBLE, {"diversity": ALL_DIVERSITY}),
+    ("mfcc-only", ["surrogate-mfcc"], {}),
+    ("crnn-only", ["surrogate-crnn"], {}),
+)
 
 
 # ----------------------------------------------------------------------------- the study
@@ -296,20 +291,31 @@ def run(args) -> dict:
         snr_db_budget=args.budget_db,
         snr_db_measured_target=args.snr_db,
     )
-    results.setdefault("clean", {s.name: uar(s, clean, labels) for s in [white, *panel]})
+    results["clean"] = {s.name: uar(s, clean, labels) for s in [white, *panel]}
     results.setdefault("methods", {})
-    cache: dict[str, Surrogate] = {}
+    if args.rescore:  # score cached perturbations with today's panel, no crafting
+        args.methods = [m for m in results["methods"] if (args.cache / f"{m}.npz").is_file()]
+    loaded: dict[str, Surrogate] = {}
     for name in args.methods:
         method = METHODS[name]
-        for s in method.surrogates:
-            cache.setdefault(s, load_surrogate(args.corpus, s))
-        surrogates = [cache[s] for s in method.surrogates]
-        rng = np.random.default_rng(args.seed)
-        start = time.perf_counter()
-        masked = [
-            at_snr(a, craft(a, args.budget_db, surrogates, method, rng), args.snr_db) for a in clean
-        ]
-        seconds = time.perf_counter() - start
+        cached = args.cache / f"{name}.npz"
+        if args.rescore:
+            with np.load(cached) as z:
+                masked = [z[f"clip{i}"] for i in range(len(clean))]
+            seconds = results["methods"][name]["craft_seconds"]
+        else:
+            for s in method.surrogates:
+                loaded.setdefault(s, load_surrogate(args.corpus, s))
+            surrogates = [loaded[s] for s in method.surrogates]
+            rng = np.random.default_rng(args.seed)
+            start = time.perf_counter()
+            masked = [
+                at_snr(a, craft(a, args.budget_db, surrogates, method, rng), args.snr_db)
+                for a in clean
+            ]
+            seconds = time.perf_counter() - start
+            args.cache.mkdir(parents=True, exist_ok=True)
+            np.savez(cached, **{f"clip{i}": m for i, m in enumerate(masked)})
         noise = P.noise_control(clean, masked)
         pesq = [metrics.pesq_wb(c, m) for c, m in zip(clean, masked, strict=True)]
         snr = [metrics.snr_db(c, m) for c, m in zip(clean, masked, strict=True)]
@@ -339,7 +345,8 @@ def run(args) -> dict:
 def table(results: dict) -> str:
     members = results["panel_members"]
     clean = results["clean"]
-    head = "| method | surrogates | diversity | white-box | " + " | ".join(members)
+    short = [m.replace(f"{results['corpus']}-attacker-", "") for m in members]
+    head = "| method | surrogates | diversity | white-box | " + " | ".join(short)
     head += " | panel mean | noise mean | median SNR | PESQ-wb |"
     lines = [
         f"{results['corpus']}, {results['n_clips']} test clips (class-balanced), panel: "
@@ -397,6 +404,17 @@ def main(argv=None) -> int:
     parser.add_argument("--snr-db", type=float, default=38.0, help="measured SNR per clip")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("eval-out/transfer-study"))
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=Path("eval-out/transfer-study-cache"),
+        help="masked clips per method (.npz, never commit them)",
+    )
+    parser.add_argument(
+        "--rescore",
+        action="store_true",
+        help="score every cached method's clips with the current dev panel, no crafting",
+    )
     args = parser.parse_args(argv)
     if not args.data:
         print("transfer-study: give --data or set PLAINSIGHT_DATA", file=sys.stderr)
