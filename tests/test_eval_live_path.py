@@ -62,16 +62,23 @@ def test_bad_codec_is_refused(text):
         codec_mod.parse_codecs(text)
 
 
-def test_bad_codec_on_the_cli_is_one_line(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize(
+    "options,message",
+    [
+        (["--codec", "aac:24"], "opus:KBPS"),
+        (["--codec", "none,opus:24", "--asr-codecs", "mp3:32"], "not among --codec"),
+    ],
+)
+def test_bad_codec_on_the_cli_is_one_line(options, message, tmp_path, capsys, monkeypatch):
     pytest.importorskip("jiwer", reason="extra [eval] not installed (jiwer)")
     from plainsight.cli import main
 
     (tmp_path / "emodb").mkdir()
     monkeypatch.chdir(tmp_path)
-    rc = main(["evaluate", "--corpus", "emodb", "--data", str(tmp_path), "--codec", "aac:24"])
+    rc = main(["evaluate", "--corpus", "emodb", "--data", str(tmp_path), *options])
     assert rc == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "opus:KBPS" in err[0]
+    assert len(err) == 1 and message in err[0], err
     assert not (tmp_path / "eval-out").exists()
 
 

@@ -71,6 +71,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=14,
         help="Whisper clips (clean, masked) for each codec after the first (14)",
     )
+    parser.add_argument(
+        "--asr-codecs",
+        help="the codecs (of --codec) Whisper also listens through (default: all; the first "
+        "codec always gets Whisper unless --no-asr)",
+    )
     parser.add_argument("--no-asr", action="store_true", help="skip Whisper")
     parser.add_argument("--no-curves", action="store_true", help="skip steps/budget curves")
     parser.add_argument(
@@ -160,7 +165,11 @@ def run(args) -> int:
     from plainsight.evaluate.codec import CodecError, parse_codecs
 
     try:
-        parse_codecs(args.codec)
+        listed = {c.name for c in parse_codecs(args.codec)}
+        if args.asr_codecs is not None:
+            unknown = {c.name for c in parse_codecs(args.asr_codecs)} - listed
+            if unknown:
+                raise CodecError(f"--asr-codecs {sorted(unknown)} not among --codec")
     except CodecError as exc:
         print(f"plainsight evaluate: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -199,6 +208,7 @@ def run(args) -> int:
             hop_ms=args.hop_ms,
             codecs=args.codec,
             codec_asr_limit=args.codec_asr_limit,
+            asr_codecs=args.asr_codecs,
         )
         result = json_ready(evaluate(cfg))
         written = report.write_all(result, out, command)

@@ -80,6 +80,7 @@ class EvalConfig:
     hop_ms: float = STREAM_HOP_MS
     codecs: str = "none"  # comma-separated; the first one fills the main tables
     codec_asr_limit: int = DEFAULT_CODEC_ASR_LIMIT
+    asr_codecs: str | None = None  # codecs Whisper listens through (None: all of them)
     clips: list | None = None  # preloaded clips instead of the corpus (tests)
 
 
@@ -192,8 +193,15 @@ def evaluate(cfg: EvalConfig) -> dict:
     classes = list(masker.classes)
     n_asr = min(cfg.asr_limit, len(clips)) if cfg.asr else 0
     n_codec_asr = min(cfg.codec_asr_limit, n_asr)
+    asr_names = [c.name for c in codec_list]
+    if cfg.asr_codecs is not None:
+        asr_names = [c.name for c in codecs_mod.parse_codecs(cfg.asr_codecs)]
+        unknown = set(asr_names) - {c.name for c in codec_list}
+        if unknown:
+            raise ValueError(f"--asr-codecs {sorted(unknown)} not among --codec")
+    extra_asr = len([n for n in asr_names if n != codec_list[0].name])
     n_curve_asr = min(cfg.curve_asr_limit, n_asr) if cfg.curves else 0
-    total = len(clips) + 3 * n_asr + 2 * n_codec_asr * (len(codec_list) - 1)
+    total = len(clips) + 3 * n_asr + 2 * n_codec_asr * extra_asr
     if cfg.curves:
         total += len(clips) * (len(cfg.steps_curve) + len(cfg.budget_curve))
         total += n_curve_asr * len(cfg.budget_curve)
@@ -246,7 +254,7 @@ def evaluate(cfg: EvalConfig) -> dict:
                 "whitebox": {k: score(whitebox, v, labels) for k, v in heard.items()},
                 "transfer": {k: score(transfer, v, labels) for k, v in heard.items()},
             }
-            if asr is not None:
+            if asr is not None and (i == 0 or codec.name in asr_names):
                 names = ("clean", "masked", "noise") if i == 0 else ("clean", "masked")
                 row["asr"] = asr.block(heard, names, n_asr if i == 0 else n_codec_asr)
             rows.append(row)
