@@ -105,6 +105,23 @@ def test_every_hop_with_signal_is_changed(masker, peak_dbfs, hop_ms, seconds):
     assert diff.max() <= max(2, 2 * np.abs(pcm.astype(np.int32)).max())
 
 
+@pytest.mark.parametrize("peak_dbfs, hop_ms", [(-45, 250), (-20, 10)])
+def test_real_speech_quiet_or_short_hops_is_changed(masker, peak_dbfs, hop_ms):
+    """The issue's cases on a real EmoDB clip (anger, speaker 03). Before the fix, at -45
+    dBFS all 8 hops went out raw, at -20 dBFS with 10 ms hops 9 of the first 50."""
+    data = os.environ.get("PLAINSIGHT_DATA")
+    if not data:
+        pytest.skip("PLAINSIGHT_DATA not set: this test reads one EmoDB clip")
+    import soundfile
+
+    speech, rate = soundfile.read(f"{data}/emodb/wav/03a05Aa.wav", dtype="float64")
+    speech = speech[: 32000 if hop_ms == 250 else 8000]
+    pcm = np.round(speech / np.abs(speech).max() * 10 ** (peak_dbfs / 20) * 32767).astype("<i2")
+    out, hop = stream_through(masker, pcm, rate, hop_ms)
+    unchanged = [np.any(r) and np.array_equal(r, m) for r, m in hops_of(pcm, out, hop)]
+    assert not any(unchanged), f"{sum(unchanged)} of {len(unchanged)} hops went out raw"
+
+
 def test_other_rate_quiet_speech_is_changed(masker):
     pcm = speech_at(-70, 0.6, rate=44100)
     out, hop = stream_through(masker, pcm, 44100, 50)
