@@ -37,7 +37,8 @@ def add_arguments(parser) -> None:
     group.add_argument(
         "--status-file",
         metavar="PATH",
-        help="JSON health record (samples in/out, frames, rtf, last_error, ...), "
+        help="JSON health record (samples in/out, frames, rtf, failed and unchanged hops, "
+        "last_error, ...), "
         "rewritten atomically every ~2 s",
     )
     add_engine_arguments(parser)
