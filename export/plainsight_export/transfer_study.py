@@ -236,6 +236,9 @@ def dev_panel(corpus: str) -> tuple[list, str]:
 
 
 def uar(scorer, audios, labels) -> float:
+    """The member's own report (cross-corpus members keep only the shared labels)."""
+    if hasattr(scorer, "report"):
+        return float(scorer.report(audios, labels)["uar"])
     pred = scorer.clip_logits(audios).argmax(1)
     true = [scorer.classes.index(lab) for lab in labels]
     return float(metrics.classification_report(true, pred, scorer.classes)["uar"])
@@ -292,9 +295,14 @@ def run(args) -> dict:
         snr_db_measured_target=args.snr_db,
     )
     results["clean"] = {s.name: uar(s, clean, labels) for s in [white, *panel]}
-    results.setdefault("methods", {})
+    names = set(results["panel_members"])
+    previous = results.get("methods", {})
     if args.rescore:  # score cached perturbations with today's panel, no crafting
-        args.methods = [m for m in results["methods"] if (args.cache / f"{m}.npz").is_file()]
+        args.methods = [m for m in previous if (args.cache / f"{m}.npz").is_file()]
+    # Rows scored by another panel are stale: drop them (--rescore brings cached ones back).
+    results["methods"] = {
+        k: v for k, v in previous.items() if set(v["panel_uar"]) == names or k in args.methods
+    }
     loaded: dict[str, Surrogate] = {}
     for name in args.methods:
         method = METHODS[name]

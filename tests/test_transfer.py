@@ -1,0 +1,123 @@
+"""Transfer study (issue 9 section 2): transforms keep shapes, the attack keeps the runtime's
+budget and window layout, SNR equalisation is exact, transform gradients match numerics."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="the transfer study is build-side (torch)")
+
+from plainsight.masker import window_starts  # noqa: E402
+from plainsight_export import transfer_study as T  # noqa: E402
+
+
+def _speechy(n, seed=0):
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) / 16000
+    envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 3 * t) ** 2
+    tone = np.sin(2 * np.pi * 180 * t) + 0.3 * np.sin(2 * np.pi * 2300 * t)
+    return (0.1 * envelope * tone + 0.005 * rng.standard_normal(n)).astype(np.float32)
+
+
+class _Toy(torch.nn.Module):
+    """A tiny differentiable 'emotion model': band energies of 2 s windows -> 3 logits."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.linear = torch.nn.Linear(16, 3)
+
+    def forward(self, x):
+        frames = x.reshape(len(x), 16, -1)
+        return self.linear(torch.log(frames.pow(2).mean(dim=2) + 1e-6))
+
+
+def _surrogate():
+    return T.Surrogate("toy", _Toy().eval(), target=1)
+
+
+@pytest.mark.parametrize("n", [20000, 32000, 52000, 100000])
+def test_every_transform_keeps_shape_and_window_grid(n):
+    x = torch.from_numpy(_speechy(n))
+    starts = window_starts(max(n, T.WINDOW), T.WINDOW, T.HOP)
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        y, st = T.transform(x, starts, T.ALL_DIVERSITY, rng)
+        assert y.shape == x.shape
+        assert torch.isfinite(y).all()
+        assert len(st) == len(starts)
+        assert st.min() >= 0 and st.max() <= max(n, T.WINDOW) - T.WINDOW
+
+
+def test_no_diversity_is_the_identity():
+    x = torch.from_numpy(_speechy(40000))
+    starts = window_starts(40000, T.WINDOW, T.HOP)
+    y, st = T.transform(x, starts, (), np.random.default_rng(0))
+    assert torch.equal(y, x) and np.array_equal(st, starts)
+
+
+@pytest.mark.parametrize("n", [20000, 70000])
+def test_plan_uses_the_runtime_budget_and_layout(n):
+    audio = _speechy(n)
+    signal, bound, starts, offset = T.plan(audio, 35.0)
+    if n < T.WINDOW:
+        assert offset == (T.WINDOW - n) // 2 and len(signal) == T.WINDOW
+        assert np.all(bound[:offset] == 0) and np.all(bound[offset + n :] == 0)
+    else:
+        assert offset == 0 and len(bound) == n
+        np.testing.assert_array_equal(starts, window_starts(n, T.WINDOW, T.HOP))
+    # the first 2 s window's bound is RMS * 10^(-35/20), as Masker.budget computes it
+    first = audio[: min(n, T.WINDOW)].astype(np.float64)
+    expected = np.sqrt(np.mean(first**2)) * 10 ** (-35 / 20)
+    assert bound[offset] == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("diversity", [(), T.ALL_DIVERSITY])
+def test_craft_respects_the_bound_and_moves_toward_the_target(diversity):
+    audio = _speechy(50000)
+    surrogate = _surrogate()
+    method = T.Method("t", ["toy"], steps=10, diversity=diversity)
+    delta = T.craft(audio, 35.0, [surrogate], method, np.random.default_rng(0))
+    _, bound, starts, _ = T.plan(audio, 35.0)
+    assert delta.shape == audio.shape
+    assert np.all(np.abs(delta) <= bound + 1e-7)
+    index = starts[:, None] + np.arange(T.WINDOW)[None, :]
+
+    def loss(x):
+        with torch.no_grad():
+            logits = surrogate.logits(torch.from_numpy(x[index]))
+        return float(T.objective(logits, 1, "ce"))
+
+    assert loss(audio + delta) < loss(audio)
+
+
+def test_at_snr_is_exact():
+    audio = _speechy(40000)
+    delta = np.random.default_rng(1).standard_normal(40000).astype(np.float32) * 1e-3
+    out = T.at_snr(audio, delta, 38.0)
+    noise = out.astype(np.float64) - audio
+    snr = 10 * np.log10(np.sum(audio.astype(np.float64) ** 2) / np.sum(noise**2))
+    assert snr == pytest.approx(38.0, abs=0.01)
+
+
+def test_transform_chain_gradient_matches_numeric():
+    """Directional derivative of loss(transform(x)) by autograd vs central differences,
+    with the random draws fixed (same seed). Quantisation (straight-through) and noise (its
+    level follows the clip's RMS through a stop-gradient) are left out on purpose."""
+    kinds = ("shift", "gain", "resample", "lowpass")
+    surrogate = _surrogate()
+    x0 = torch.from_numpy(_speechy(48000)).double()
+    surrogate.model.double()
+    starts = window_starts(48000, T.WINDOW, T.HOP)
+    direction = torch.from_numpy(np.random.default_rng(2).standard_normal(48000))
+
+    def loss(x):
+        y, st = T.transform(x, starts, kinds, np.random.default_rng(5))
+        index = torch.from_numpy(st[:, None] + np.arange(T.WINDOW)[None, :])
+        return T.objective(surrogate.logits(y[index]), 1, "ce")
+
+    x = x0.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(loss(x), x)
+    h = 1e-4
+    with torch.no_grad():
+        numeric = (loss(x0 + h * direction) - loss(x0 - h * direction)) / (2 * h)
+    assert float((g * direction).sum()) == pytest.approx(float(numeric), rel=1e-4, abs=1e-8)
