@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import os
 import re
+import signal
+import sys
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,7 +58,37 @@ def _check_truncated(path: Path, info) -> None:
             raise AudioError(f"{path}: truncated OGG (no end-of-stream page)")
 
 
-def read_audio(path: str | Path) -> Audio:
+@contextmanager
+def quiet_stderr():
+    """Silence file descriptor 2 around libsndfile calls: its decoders (libmpg123) print their
+    own complaints there before we can say ours in one line."""
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no fd 2 at all: nothing to protect
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+@dataclass
+class AudioInfo:
+    frames: int
+    sample_rate: int
+    channels: int
+    format: str
+    subtype: str
+    endian: str = "FILE"
+
+
+def inspect_audio(path: str | Path) -> AudioInfo:
+    """Check a file's header (without reading its samples); one AudioError per problem."""
     path = Path(path)
     if not path.exists():
         raise AudioError(f"{path}: no such file")
@@ -64,7 +97,8 @@ def read_audio(path: str | Path) -> Audio:
     if path.stat().st_size == 0:
         raise AudioError(f"{path}: empty file")
     try:
-        info = sf.info(str(path))
+        with quiet_stderr():
+            info = sf.info(str(path))
     except Exception:  # libsndfile: unknown or broken header
         raise AudioError(f"{path}: not a readable audio file (WAV, FLAC or OGG)") from None
     if info.format not in FORMATS:
@@ -81,8 +115,18 @@ def read_audio(path: str | Path) -> Audio:
             f"{path}: too long ({info.frames / info.samplerate / 3600:.1f} h > "
             f"{MAX_SECONDS / 3600:.0f} h); split it or use `plainsight stream`"
         )
+    return AudioInfo(
+        int(info.frames), int(info.samplerate), int(info.channels), info.format, info.subtype,
+        info.endian,
+    )  # fmt: skip
+
+
+def read_audio(path: str | Path) -> Audio:
+    path = Path(path)
+    info = inspect_audio(path)
     try:
-        samples, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        with quiet_stderr():
+            samples, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as exc:
         raise AudioError(f"{path}: corrupt or truncated audio ({_one_line(exc)})") from None
     if samples.shape[0] == 0:
@@ -92,6 +136,46 @@ def read_audio(path: str | Path) -> Audio:
     if not np.isfinite(samples).all():
         raise AudioError(f"{path}: contains NaN or Inf samples")
     return Audio(samples, int(rate), info.format, info.subtype, info.endian)
+
+
+class FileSource:
+    """Frames of an audio file on demand (blockmask.Source), checked as they are read: the
+    whole file is never in memory."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.info = inspect_audio(self.path)
+        self.frames, self.sample_rate = self.info.frames, self.info.sample_rate
+        self.channels = self.info.channels
+        self.dtype = np.float32
+        try:
+            with quiet_stderr():
+                self.file = sf.SoundFile(str(self.path))
+        except Exception as exc:
+            raise AudioError(f"{self.path}: corrupt audio ({_one_line(exc)})") from None
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        out = np.zeros((stop - start, self.channels), np.float32)
+        a, b = max(start, 0), min(stop, self.frames)
+        if a >= b:
+            return out
+        try:
+            if self.file.tell() != a:
+                self.file.seek(a)
+            got = self.file.read(b - a, dtype="float32", always_2d=True)
+        except Exception as exc:
+            raise AudioError(
+                f"{self.path}: corrupt or truncated audio ({_one_line(exc)})"
+            ) from None
+        if len(got) < b - a:
+            raise AudioError(f"{self.path}: truncated ({a + len(got)} of {self.frames} frames)")
+        if not np.isfinite(got).all():
+            raise AudioError(f"{self.path}: contains NaN or Inf samples")
+        out[a - start : b - start] = got
+        return out
+
+    def close(self) -> None:
+        self.file.close()
 
 
 def _one_line(exc: BaseException) -> str:
@@ -111,33 +195,186 @@ def same_path(a: str | Path, b: str | Path) -> bool:
     return a.resolve() == b.resolve()
 
 
-def write_audio(
-    path: str | Path, samples: np.ndarray, like: Audio, source: str | Path | None = None
-) -> None:
-    """Atomically write `samples` in the format/subtype of `like`; never over `source`."""
-    path = Path(path)
-    if source is not None and same_path(path, source):
-        raise AudioError(f"{path}: output is the input file; refusing to overwrite it")
-    if not np.isfinite(samples).all():
-        raise AudioError(f"{path}: refusing to write NaN/Inf samples")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise AudioError(f"{path}: directory {parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=parent)
-    os.close(fd)
+# ----- writing what was masked: quantise, write a temp file, verify it, rename ---------------
+_PCM_BITS = {"PCM_S8": 8, "PCM_U8": 8, "PCM_16": 16, "PCM_24": 24, "PCM_32": 32}
+_FLOAT_TYPES = {"FLOAT": np.float32, "DOUBLE": np.float64}
+DITHER_BELOW_BITS = 12  # coarser formats get TPDF dither (8-bit: the perturbation is < 1 step)
+
+
+class Quantiser:
+    """Round float audio to an output subtype ourselves (libsndfile's float -> PCM conversion
+    is biased), so that what we measure is what the file holds.
+
+    Integer PCM: round to the nearest step, TPDF dither for coarse formats (only where the
+    sample was perturbed, so digital silence stays silent), clip to the representable range.
+    Float: no quantisation step; a sample within full scale stays within it, a sample beyond
+    keeps its magnitude (the format's headroom). Lossy/other subtypes: clip to full scale
+    and let libsndfile encode (the read-back check then sees the codec's output)."""
+
+    def __init__(self, subtype: str, seed: int = 0):
+        self.subtype = subtype
+        self.bits = _PCM_BITS.get(subtype)
+        self.float_type = _FLOAT_TYPES.get(subtype)
+        if self.bits:
+            self.lsb = 2.0 ** (1 - self.bits)
+        else:  # float: 24-bit mantissa; lossy codecs: as fine as 16-bit PCM at best
+            self.lsb = 2.0**-23 if self.float_type else 2.0**-15
+        self.dither = self.bits is not None and self.bits < DITHER_BELOW_BITS
+        self.rng = np.random.default_rng(seed)
+
+    def encode(self, y: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, int]:
+        """(array for SoundFile.write, number of samples whose perturbation was limited)."""
+        if self.bits:
+            scale = 2.0 ** (self.bits - 1)
+            v = y * scale
+            if self.dither:
+                tpdf = self.rng.random(v.shape) - self.rng.random(v.shape)
+                v = v + tpdf * (y != x)
+            q = np.rint(v)
+            clipped = np.clip(q, -scale, scale - 1)
+            limited = int(np.count_nonzero(clipped != q))
+            if self.bits <= 16:  # libsndfile: short -> 8-bit keeps the top byte
+                return (clipped * 2.0 ** (16 - self.bits)).astype(np.int16), limited
+            return (clipped * 2.0 ** (32 - self.bits)).astype(np.int32), limited
+        limit = np.maximum(1.0, np.abs(x)) if self.float_type else 1.0
+        clipped = np.clip(y, -limit, limit)
+        limited = int(np.count_nonzero(clipped != y))
+        return clipped.astype(self.float_type or np.float64), limited
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM/SIGHUP turned into an exception, so that temp files are removed on the way out."""
+
+
+@contextmanager
+def signals_raise():
+    def handler(signum, _frame):
+        raise Interrupted(f"terminated by {signal.Signals(signum).name}")
+
+    previous = {}
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        try:
+            previous[sig] = signal.signal(sig, handler)
+        except ValueError:  # not the main thread: leave signals alone
+            pass
     try:
-        sf.write(
-            tmp,
-            np.clip(samples, -1.0, 1.0),
-            like.sample_rate,
-            format=like.format,
-            subtype=like.subtype,
-            endian=like.endian,
-        )
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if not isinstance(exc, Exception) or isinstance(exc, AudioError):
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+class AtomicWriter:
+    """Audio written block by block to a hidden temp file next to `path`, renamed over `path`
+    only by commit(); any exception (or signal, see signals_raise) removes the temp file."""
+
+    def __init__(self, path: str | Path, info: AudioInfo, source: str | Path | None = None):
+        self.path = Path(path)
+        if source is not None and same_path(self.path, source):
+            raise AudioError(f"{self.path}: output is the input file; refusing to overwrite it")
+        parent = self.path.parent if str(self.path.parent) else Path(".")
+        if not parent.is_dir():
+            raise AudioError(f"{self.path}: directory {parent} does not exist")
+        self.parent, self.info = parent, info
+        self.tmp: Path | None = None
+        self.file = None
+
+    def __enter__(self) -> AtomicWriter:
+        try:
+            fd, tmp = tempfile.mkstemp(
+                prefix=f".{self.path.name}.", suffix=".part", dir=self.parent
+            )
+            self.tmp = Path(tmp)
+            os.close(fd)
+            info = self.info
+            self.file = sf.SoundFile(
+                tmp, "w", info.sample_rate, info.channels, info.subtype, info.endian, info.format
+            )
+        except BaseException as exc:
+            self._discard()
+            if isinstance(exc, Exception) and not isinstance(exc, AudioError):
+                raise AudioError(f"{self.path}: cannot write ({_one_line(exc)})") from None
             raise
-        raise AudioError(f"{path}: cannot write ({_one_line(exc)})") from None
+        return self
+
+    def write(self, data: np.ndarray) -> None:
+        try:
+            self.file.write(data)
+        except Exception as exc:
+            raise AudioError(f"{self.path}: cannot write ({_one_line(exc)})") from None
+
+    def finish(self) -> Path:
+        """Close the temp file (for reading it back) and return its path."""
+        try:
+            self.file.close()
+        except Exception as exc:
+            raise AudioError(f"{self.path}: cannot write ({_one_line(exc)})") from None
+        return self.tmp
+
+    def commit(self) -> None:
+        os.chmod(self.tmp, 0o666 & ~_umask())
+        os.replace(self.tmp, self.path)
+        self.tmp = None
+
+    def _discard(self) -> None:
+        if self.file is not None and not self.file.closed:
+            try:
+                self.file.close()
+            except Exception:
+                pass
+        if self.tmp is not None:
+            self.tmp.unlink(missing_ok=True)
+            self.tmp = None
+
+    def __exit__(self, *exc) -> None:
+        self._discard()  # after commit() there is nothing left to discard
+
+
+SIGNAL_WINDOW_S = 2.0  # the privacy check looks at each channel in windows of this length
+
+
+def verify_written(source: FileSource, written: Path, lsb: float, name: Path) -> dict:
+    """Compare the written file with the input, block by block, as both read back.
+
+    "Signal": a channel's 2 s window (from the file's start; the last may be shorter) whose
+    input RMS is above one step `lsb` of the output format. Each such window must have a
+    written change of RMS >= lsb / 2 (more than rounding noise), or the output is refused:
+    there the written samples are the input's, unmasked. Returns SNR and L-inf of the file."""
+    rate, channels = source.sample_rate, source.channels
+    width = max(1, int(SIGNAL_WINDOW_S * rate))
+    signal_power = noise_power = 0.0
+    linf = 0.0
+    unmasked: list[tuple[int, float]] = []
+    try:
+        with quiet_stderr():
+            out = sf.SoundFile(str(written))
+    except Exception as exc:
+        raise AudioError(f"{name}: cannot read back what was written ({_one_line(exc)})") from None
+    with out:
+        for start in range(0, source.frames, width):
+            stop = min(start + width, source.frames)
+            x = source.read(start, stop).astype(np.float64)
+            y = out.read(stop - start, dtype="float64", always_2d=True)
+            if y.shape != x.shape:
+                raise AudioError(f"{name}: written file is shorter than the input")
+            d = y - x
+            signal_power += float(np.sum(x**2))
+            noise_power += float(np.sum(d**2))
+            linf = max(linf, float(np.abs(d).max()))
+            has_signal = np.sqrt(np.mean(x**2, axis=0)) > lsb
+            masked = np.sqrt(np.mean(d**2, axis=0)) >= lsb / 2
+            unmasked += [
+                (c, start / rate) for c in range(channels) if has_signal[c] and not masked[c]
+            ]
+    if unmasked:
+        c, t = unmasked[0]
+        raise AudioError(
+            f"{name}: refusing to write: {len(unmasked)} window(s) with signal would go out "
+            f"unmasked (first: channel {c + 1} at {t:.1f}-{t + SIGNAL_WINDOW_S:.1f} s, the "
+            f"written samples equal the input there)"
+        )
+    return {
+        "snr_db": round(10 * np.log10(signal_power / noise_power), 2) if noise_power > 0 else None,
+        "linf": round(linf, 6),
+        "silent": signal_power == 0.0,
+    }

@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from plainsight.cli import add_engine_arguments
 
 
@@ -72,6 +74,8 @@ class Progress:
 
 
 def _summary(result: dict) -> str:
+    if result["silent"]:
+        return f"{result['output']}: digital silence, written unchanged (no emotion to hide)"
     before, after = result["before"], result["after"]
     classes = before["classes"]
     was = classes.index(before["label"])
@@ -81,47 +85,90 @@ def _summary(result: dict) -> str:
     )
     if after["label"] != before["label"]:
         text += f" ({before['label']} now {after['overall'][was]:.2f})"
-    return text + f"; SNR {result['snr_db']:.1f} dB; {result['seconds']:.2f} s"
+    text += f"; SNR {result['snr_db']:.1f} dB (as written)"
+    if result["above_full_scale"]:
+        text += "; peaks above full scale kept"
+    if result["limited_samples"]:
+        text += f"; perturbation limited at full scale on {result['limited_samples']} sample(s)"
+    return text + f"; {result['seconds']:.2f} s"
 
 
 def mask_file(masker, src: Path, dst: Path) -> dict:
-    import numpy as np
+    """Mask one file in bounded memory (plainsight.blockmask): read, mask and write block by
+    block to a temp file, read it back to check that every channel window with signal changed
+    and to measure SNR/L-inf of what was written, then rename it into place.
 
-    from plainsight.audio import FORMATS, read_audio, same_path, write_audio
+    The emotion before/after is scored incrementally over every classify window of the
+    model-rate (16 kHz) sign-aligned mix, "after" on that mix plus the perturbation (before
+    quantisation to the output format)."""
+    from plainsight.audio import (
+        FORMATS,
+        AtomicWriter,
+        FileSource,
+        Quantiser,
+        same_path,
+        verify_written,
+    )
+    from plainsight.blockmask import BlockMasker
 
     if same_path(src, dst):
         raise ValueError(f"{dst}: output is the input file; refusing to overwrite it")
-    audio = read_audio(src)
-    expected = FORMATS[audio.format]
-    if dst.suffix.lower() != expected and not (expected == ".ogg" and dst.suffix.lower() == ".oga"):
-        raise ValueError(f"{dst}: output must keep the input's format ({audio.format}, {expected})")
-    start = time.perf_counter()
-    masked = masker.mask(audio.samples, audio.sample_rate)
-    took = time.perf_counter() - start
-    noise = float(np.sum((masked.astype(np.float64) - audio.samples) ** 2))
-    signal = float(np.sum(audio.samples.astype(np.float64) ** 2))
-    before = masker.classify(audio.samples, audio.sample_rate)
-    after = masker.classify(masked, audio.sample_rate)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    write_audio(dst, masked, like=audio, source=src)
+    source = FileSource(src)
+    try:
+        info = source.info
+        expected = FORMATS[info.format]
+        suffix = dst.suffix.lower()
+        if suffix != expected and not (expected == ".ogg" and suffix == ".oga"):
+            raise ValueError(
+                f"{dst}: output must keep the input's format ({info.format}, {expected})"
+            )
+        quantiser = Quantiser(info.subtype)
+        engine = BlockMasker(masker, source, lsb=quantiser.lsb)
+        start = time.perf_counter()
+        limited, peak = 0, 0.0
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        with AtomicWriter(dst, info, source=src) as out:
+            for _, x, y in engine.blocks():
+                data, cut = quantiser.encode(y, x)
+                out.write(data)
+                limited += cut
+                peak = max(peak, float(np.abs(x).max()))
+            took = time.perf_counter() - start
+            written = verify_written(source, out.finish(), quantiser.lsb, dst)
+            out.commit()
+    finally:
+        source.close()
+    seconds = info.frames / info.sample_rate
+    emotion = {}
+    if not written["silent"]:
+        spec, classes = masker.specs[0], list(masker.classes)
+        for key, tally in (("before", engine.before), ("after", engine.after)):
+            overall = tally.overall()
+            emotion[key] = {
+                "model": spec.name,
+                "classes": classes,
+                "label": classes[int(overall.argmax())],
+                "overall": [float(p) for p in overall],
+            }
     return {
         "input": str(src),
         "output": str(dst),
-        "sample_rate": audio.sample_rate,
-        "channels": int(audio.samples.shape[1]),
-        "duration_s": round(audio.seconds, 4),
-        "snr_db": round(10 * np.log10(signal / noise), 2) if noise > 0 else None,
-        "linf": round(float(np.abs(masked - audio.samples).max()), 6),
+        "sample_rate": info.sample_rate,
+        "channels": info.channels,
+        "duration_s": round(seconds, 4),
+        "snr_db": written["snr_db"],
+        "linf": written["linf"],
+        "silent": written["silent"],
+        "above_full_scale": peak > 1.0,
+        "limited_samples": limited,
         "seconds": round(took, 4),
-        "rtf": round(took / audio.seconds, 5),
-        "before": {k: before[k] for k in ("model", "classes", "label", "overall")},
-        "after": {k: after[k] for k in ("model", "classes", "label", "overall")},
+        "rtf": round(took / seconds, 5),
+        **emotion,
     }
 
 
 def run(args) -> int:
-    from plainsight.audio import AudioError
-    from plainsight.cli import masker_from_args
+    from plainsight.audio import AudioError, signals_raise
 
     src, dst = Path(args.input), Path(args.output)
     if not src.exists():
@@ -138,6 +185,14 @@ def run(args) -> int:
         )
     if not todo:
         return 0
+    with signals_raise():  # SIGTERM/SIGHUP: remove the temp file, exit non-zero
+        return _mask_all(args, src, pairs, todo)
+
+
+def _mask_all(args, src: Path, pairs: list, todo: list) -> int:
+    from plainsight.audio import AudioError
+    from plainsight.cli import masker_from_args
+
     masker = masker_from_args(args)
     progress = Progress(len(todo), enabled=not args.quiet)
     failures = 0

@@ -39,6 +39,10 @@ BATCH = 4  # windows per ONNX call (8: same speed, +14 MB RSS); TFLite loops ove
 # for a listener whose windows are not aligned with ours; 1.0 = no overlap.
 OVERLAP_HOP = 0.5
 SEGMENT_WINDOWS = 16  # long audio is optimised in segments of this many windows
+# Budget floor where there is signal, in steps of the output's resolution: I-FGSM leaves some
+# samples at a fraction of the bound, and below half a step a sample rounds back to the input.
+FLOOR_LSB = 2.0
+LSB_16 = 2.0**-15  # resolution of 16-bit PCM (stream, and the default)
 # Budgets that cannot change a 16-bit sample are refused (issue 11): eps below one LSB, or
 # an SNR above MAX_SNR_DB, where even full-scale speech (RMS about -10 dBFS) gets under 1 LSB.
 MIN_EPS = 1.0 / 32768.0
@@ -269,8 +273,14 @@ class Masker:
                 self.progress(done, self.steps)
         return (bound * u).astype(np.float32)
 
-    def budget(self, windows: np.ndarray, valid: np.ndarray) -> np.ndarray:
-        """Per-sample L-inf bound [B,N] for windows with `valid` (0/1) marking real samples."""
+    def budget(
+        self, windows: np.ndarray, valid: np.ndarray, lsb: float | None = None
+    ) -> np.ndarray:
+        """Per-sample L-inf bound [B,N] for windows with `valid` (0/1) marking real samples.
+
+        Every window with any signal gets at least FLOOR_LSB steps of the output's resolution
+        `lsb` (default: 16-bit): a smaller perturbation rounds away and the output would be
+        the input. Windows of digital silence get 0 (nothing to hide)."""
         weight = valid.astype(np.float32)
         if self.envelope:
             weight = local_envelope(windows, valid, self.sample_rate)
@@ -282,19 +292,15 @@ class Masker:
         if self.envelope:  # same noise power as the flat budget, moved under the speech
             w_rms = np.sqrt((weight.astype(np.float64) ** 2).sum(axis=1) / count)
             eps = np.divide(eps, w_rms, out=np.zeros_like(eps), where=w_rms > 0)
-        return np.minimum(eps[:, None] * weight, 1.0).astype(np.float32)
+        bound = np.minimum(eps[:, None] * weight, 1.0)
+        floor = FLOOR_LSB * (LSB_16 if lsb is None else lsb)
+        has_signal = (np.abs(windows) * valid).max(axis=1) > 0
+        bound = np.where(has_signal[:, None] & (valid > 0), np.maximum(bound, floor), bound)
+        return bound.astype(np.float32)
 
     # ----- whole clips -------------------------------------------------------------------
-    def _cut(self, mono16: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        n = len(mono16)
-        count = max(1, -(-n // self.window))
-        padded = np.zeros(count * self.window, np.float32)
-        padded[:n] = mono16
-        valid = np.zeros(count * self.window, np.float32)
-        valid[:n] = 1.0
-        return padded.reshape(count, self.window), valid.reshape(count, self.window)
-
-    def _mono16(self, audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
+    @staticmethod
+    def _checked(audio: np.ndarray, sample_rate: int) -> np.ndarray:
         audio = np.asarray(audio)
         if audio.ndim not in (1, 2) or audio.shape[0] == 0:
             raise ValueError("audio must be a non-empty array [samples] or [samples, channels]")
@@ -304,41 +310,27 @@ class Masker:
             raise ValueError("audio contains NaN or Inf")
         if int(sample_rate) <= 0:
             raise ValueError(f"bad sample rate {sample_rate}")
-        mono = audio if audio.ndim == 1 else audio.mean(axis=1)
+        return audio
+
+    def _mono16(self, audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
+        audio = self._checked(audio, sample_rate)
+        mono = audio if audio.ndim == 1 else aligned_mix(audio)
         return audio, resample(mono.astype(np.float32), int(sample_rate), self.sample_rate)
 
     def mask(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
-        """Masked copy of `audio` ([N] or [N, channels], float), same shape and rate."""
-        audio, mono16 = self._mono16(audio, sample_rate)
-        n = len(mono16)
-        if n < self.window:  # centred in one window, as the models were trained and scored
-            offset = (self.window - n) // 2
-            signal = np.zeros(self.window, np.float32)
-            signal[offset : offset + n] = mono16
-            valid = np.zeros((1, self.window), np.float32)
-            valid[0, offset : offset + n] = 1.0
-            bound = self.budget(signal[None], valid)[0]
-        else:
-            offset = 0
-            windows, valid = self._cut(mono16)
-            bound = self.budget(windows, valid).reshape(-1)[: max(n, self.window)]
-            signal = np.zeros(len(bound), np.float32)
-            signal[:n] = mono16
-        delta = np.zeros(len(bound), np.float32)
-        # Long audio is optimised in segments (bounded memory), none shorter than a window.
-        edges = list(range(0, len(signal), SEGMENT_WINDOWS * self.window)) + [len(signal)]
-        if len(edges) > 2 and edges[-1] - edges[-2] < self.window:
-            del edges[-2]
-        for s, e in zip(edges[:-1], edges[1:], strict=True):
-            starts = window_starts(e - s, self.window, self.hop)
-            clean = signal[s:e][starts[:, None] + np.arange(self.window)[None, :]]
-            delta[s:e] = self._optimise(signal[s:e], bound[s:e], starts, clean)
-        delta, bound = delta[offset : offset + n], bound[offset : offset + n]
-        delta = to_input_rate(delta, bound, self.sample_rate, int(sample_rate), audio.shape[0])
-        if audio.ndim == 2:
-            delta = delta[:, None]
-        out = np.clip(audio.astype(np.float64) + delta, -1.0, 1.0)
-        return out.astype(audio.dtype)
+        """Masked copy of `audio` ([N] or [N, channels], float), same shape and rate.
+
+        The same engine as `plainsight mask` on files (plainsight.blockmask). A sample within
+        full scale stays within it; a sample beyond (float audio) keeps its magnitude."""
+        from plainsight.blockmask import ArraySource, BlockMasker
+
+        audio = self._checked(audio, sample_rate)
+        out = np.empty(audio.shape, audio.dtype)
+        flat = out if out.ndim == 2 else out[:, None]
+        for start, x, y in BlockMasker(self, ArraySource(audio, int(sample_rate))).blocks():
+            limit = np.maximum(1.0, np.abs(x))
+            flat[start : start + len(x)] = np.clip(y, -limit, limit)
+        return out
 
     def classify(self, audio: np.ndarray, sample_rate: int, member: int = 0) -> dict:
         """Emotion probabilities per model window and overall, read as in training and
@@ -377,14 +369,11 @@ class Masker:
         }
 
 
-def to_input_rate(
-    delta16: np.ndarray, bound16: np.ndarray, rate16: int, rate: int, length: int
-) -> np.ndarray:
-    """Resample a perturbation to the input rate and length, keeping the per-sample bound."""
-    if rate == rate16 and len(delta16) == length:
-        return delta16.astype(np.float64)
-    delta = resample(delta16, rate16, rate).astype(np.float64)
-    delta = np.pad(delta, (0, max(0, length - len(delta))))[:length]
-    src = np.minimum((np.arange(length) * rate16) // rate, len(bound16) - 1)
-    limit = bound16[src].astype(np.float64)
-    return np.clip(delta, -limit, limit)
+def aligned_mix(audio: np.ndarray) -> np.ndarray:
+    """Mean of the channels that are not silent, each with its sign aligned to the loudest
+    channel, so that a channel carrying another's inverse does not cancel it."""
+    x = np.asarray(audio, np.float64)
+    energy = (x**2).sum(axis=0)
+    signs = np.where(x.T @ x[:, int(np.argmax(energy))] < 0, -1.0, 1.0)
+    signs[energy == 0] = 0.0
+    return (x @ (signs / max(1, np.count_nonzero(signs)))).astype(np.float32)

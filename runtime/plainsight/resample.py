@@ -5,7 +5,8 @@ The runtime must accept any input rate and hand the models 16 kHz, without scipy
 
 from __future__ import annotations
 
-from math import gcd
+from functools import lru_cache
+from math import ceil, gcd
 
 import numpy as np
 
@@ -13,6 +14,12 @@ _ZERO_CROSSINGS = 16
 _KAISER_BETA = 8.6
 
 
+def kernel_half_width(up: int, down: int) -> int:
+    """Taps on each side of an output sample, in input samples (see _kernel_table)."""
+    return int(ceil(_ZERO_CROSSINGS / (min(1.0, up / down) * 0.97)))
+
+
+@lru_cache(maxsize=4)  # blockwise resampling asks for the same table again and again
 def _kernel_table(up: int, down: int) -> tuple[np.ndarray, int]:
     cutoff = min(1.0, up / down) * 0.97  # a little below Nyquist to limit aliasing
     half = int(np.ceil(_ZERO_CROSSINGS / cutoff))
