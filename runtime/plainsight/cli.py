@@ -22,6 +22,7 @@ COMMANDS = {
     "bench": ("plainsight.cmd_bench", "real-time factor, peak RSS and startup time"),
     "evaluate": ("plainsight.cmd_evaluate", "measure emotion hiding vs. speech-to-text cost"),
     "doctor": ("plainsight.cmd_doctor", "check this device's installation"),
+    "wyoming": ("plainsight.cmd_wyoming", "serve masked microphone audio to Wyoming clients"),
 }
 EXIT_USAGE = 2
 log = logging.getLogger("plainsight")
