@@ -121,3 +121,16 @@ def test_transform_chain_gradient_matches_numeric():
     with torch.no_grad():
         numeric = (loss(x0 + h * direction) - loss(x0 - h * direction)) / (2 * h)
     assert float((g * direction).sum()) == pytest.approx(float(numeric), rel=1e-4, abs=1e-8)
+
+
+def test_stream_crafting_keeps_length_and_each_hop_budget():
+    audio = _speechy(15000)  # 3.75 hops of 250 ms: the last one is short
+    method = T.Method("t", ["toy"], steps=3)
+    delta = T.craft_stream(audio, 35.0, [_surrogate()], method, np.random.default_rng(0))
+    assert delta.shape == audio.shape
+    assert np.abs(delta).max() > 0
+    # each hop's bound comes from the window ending at it: at most RMS(seen) * 10^(-35/20)
+    for first in range(0, 15000, 4000):
+        seen = audio[: first + 4000].astype(np.float64)
+        limit = np.sqrt(np.sum(seen**2) / len(seen)) * 10 ** (-35 / 20)
+        assert np.abs(delta[first : first + 4000]).max() <= limit * (1 + 1e-5)

@@ -163,9 +163,9 @@ def gradient(u, signal, bound, starts, surrogates, method: Method, rng) -> torch
     return g
 
 
-def craft(audio: np.ndarray, snr_db: float, surrogates, method: Method, rng) -> np.ndarray:
-    """Perturbation of one clip (same length) under the runtime's budget."""
-    signal_np, bound_np, starts, offset = plan(audio, snr_db)
+def optimise(signal_np, bound_np, starts, surrogates, method: Method, rng) -> np.ndarray:
+    """I-FGSM family on u (delta = bound * u, |u| <= 1), loss summed over the windows at
+    `starts`, as Masker._optimise does."""
     signal, bound = torch.from_numpy(signal_np), torch.from_numpy(bound_np)
     u = torch.zeros_like(signal)
     step = min(1.0, 2.0 / method.steps)
@@ -185,8 +185,38 @@ def craft(audio: np.ndarray, snr_db: float, surrogates, method: Method, rng) -> 
             velocity = method.momentum * velocity + g / g.abs().mean().clamp_min(1e-20)
             g = velocity
         u = (u - step * torch.sign(g)).clamp(-1.0, 1.0)
-    delta = (bound * u).numpy()
+    return (bound * u).numpy()
+
+
+def craft(audio: np.ndarray, snr_db: float, surrogates, method: Method, rng) -> np.ndarray:
+    """Perturbation of one clip (same length) under the runtime's budget, as Masker.mask."""
+    signal, bound, starts, offset = plan(audio, snr_db)
+    delta = optimise(signal, bound, starts, surrogates, method, rng)
     return delta[offset : offset + len(audio)]
+
+
+def craft_stream(audio, snr_db: float, surrogates, method: Method, rng, hop: int = 4000):
+    """The live path (StreamProcessor at 16 kHz, 250 ms hops): each hop is perturbed with
+    the one window ending at it; the past already sent is fixed (bound 0) but part of the
+    window the loss sees."""
+    raw = np.zeros(WINDOW, np.float32)
+    sent = np.zeros(WINDOW, np.float32)
+    seen, out = 0, []
+    for first in range(0, len(audio), hop):
+        new = audio[first : first + hop]
+        n = len(new)
+        new = np.pad(new, (0, hop - n))
+        raw = np.concatenate([raw[hop:], new])
+        sent = np.concatenate([sent[hop:], np.zeros(hop, np.float32)])
+        seen = min(seen + hop, WINDOW)
+        valid = np.zeros((1, WINDOW), np.float32)
+        valid[0, WINDOW - seen :] = 1.0
+        bound = budget(snr_db, raw[None], valid)[0]
+        bound[: WINDOW - hop] = 0.0
+        delta = optimise(raw + sent, bound, np.zeros(1, int), surrogates, method, rng)
+        sent[-hop:] = delta[-hop:]
+        out.append(delta[-hop:][:n])
+    return np.concatenate(out)
 
 
 def at_snr(clean: np.ndarray, delta: np.ndarray, snr_db: float) -> np.ndarray:
@@ -248,7 +278,12 @@ def uar(scorer, audios, labels) -> float:
 ALL_DIVERSITY = ("shift", "gain", "resample", "lowpass", "noise", "quantise")
 ENSEMBLE = ["compact", "surrogate-crnn", "surrogate-mfcc", "surrogate-cnn2"]
 ROBUST = ["surrogate-compact-robust"]
-ROBUST_ENSEMBLE = ["surrogate-compact-robust", "surrogate-crnn", "surrogate-mfcc", "surrogate-cnn2"]
+ROBUST_ENSEMBLE = [
+    "surrogate-compact-robust",
+    "surrogate-crnn",
+    "surrogate-mfcc",
+    "surrogate-cnn2-robust",
+]
 
 
 def _methods(*specs: tuple[str, list[str], dict]) -> dict[str, Method]:
@@ -300,25 +335,24 @@ def run(args) -> dict:
     if args.rescore:  # score cached perturbations with today's panel, no crafting
         args.methods = [m for m in previous if (args.cache / f"{m}.npz").is_file()]
     # Rows scored by another panel are stale: drop them (--rescore brings cached ones back).
-    results["methods"] = {
-        k: v for k, v in previous.items() if set(v["panel_uar"]) == names or k in args.methods
-    }
+    results["methods"] = {k: v for k, v in previous.items() if set(v["panel_uar"]) == names}
     loaded: dict[str, Surrogate] = {}
     for name in args.methods:
-        method = METHODS[name]
+        method = METHODS[name.removesuffix("@stream")]
         cached = args.cache / f"{name}.npz"
         if args.rescore:
             with np.load(cached) as z:
                 masked = [z[f"clip{i}"] for i in range(len(clean))]
-            seconds = results["methods"][name]["craft_seconds"]
+            seconds = previous[name]["craft_seconds"]
         else:
             for s in method.surrogates:
                 loaded.setdefault(s, load_surrogate(args.corpus, s))
             surrogates = [loaded[s] for s in method.surrogates]
             rng = np.random.default_rng(args.seed)
             start = time.perf_counter()
+            crafter = craft_stream if args.stream else craft
             masked = [
-                at_snr(a, craft(a, args.budget_db, surrogates, method, rng), args.snr_db)
+                at_snr(a, crafter(a, args.budget_db, surrogates, method, rng), args.snr_db)
                 for a in clean
             ]
             seconds = time.perf_counter() - start
@@ -419,6 +453,11 @@ def main(argv=None) -> int:
         help="masked clips per method (.npz, never commit them)",
     )
     parser.add_argument(
+        "--stream",
+        action="store_true",
+        help="craft as the live path does (250 ms hops, window ending at each hop)",
+    )
+    parser.add_argument(
         "--rescore",
         action="store_true",
         help="score every cached method's clips with the current dev panel, no crafting",
@@ -428,7 +467,9 @@ def main(argv=None) -> int:
         print("transfer-study: give --data or set PLAINSIGHT_DATA", file=sys.stderr)
         return 2
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = [m for m in args.methods if m not in METHODS]
+    if args.stream:
+        args.methods = [f"{m}@stream" for m in args.methods]
+    unknown = [m for m in args.methods if m.removesuffix("@stream") not in METHODS]
     if unknown:
         print(f"transfer-study: unknown methods {unknown}; know {list(METHODS)}", file=sys.stderr)
         return 2
