@@ -2,6 +2,7 @@
 
     python device/build_bundle.py --out dist/            # aarch64 (Raspberry Pi OS 64-bit)
     python device/build_bundle.py --out dist/ --arch x86_64 --with-tflite
+    python device/build_bundle.py --out dist/ --with-wyoming   # for install.sh --sink wyoming
 
 Contents of plainsight-device-<version>-<arch>/:
   wheels/plainsight-<version>-py3-none-any.whl   the runtime (numpy, soundfile, onnxruntime;
@@ -132,8 +133,11 @@ def inspect_wheel(wheel: Path) -> dict:
     return {"requires": hard, "models": models}
 
 
-def download_deps(wheel: Path, arch: str, dest: Path, with_tflite: bool) -> None:
-    requirement = f"{wheel}[tflite]" if with_tflite else str(wheel)
+def download_deps(
+    wheel: Path, arch: str, dest: Path, with_tflite: bool, with_wyoming: bool = False
+) -> None:
+    extras = [name for name, on in (("tflite", with_tflite), ("wyoming", with_wyoming)) if on]
+    requirement = f"{wheel}[{','.join(extras)}]" if extras else str(wheel)
     cmd = [sys.executable, "-m", "pip", "download", "-q", "-d", str(dest), "--only-binary=:all:"]
     for tag in platforms(arch):
         cmd += ["--platform", tag]
@@ -168,7 +172,13 @@ def write_tar(stage: Path, top: str, out: Path, epoch: int) -> None:
     os.replace(tmp, out)
 
 
-def build(out_dir: Path, arch: str, with_tflite: bool, allow_no_models: bool) -> Path:
+def build(
+    out_dir: Path,
+    arch: str,
+    with_tflite: bool,
+    allow_no_models: bool,
+    with_wyoming: bool = False,
+) -> Path:
     version = project_version()
     epoch = source_date_epoch()
     top = f"plainsight-device-{version}-{arch}"
@@ -184,7 +194,7 @@ def build(out_dir: Path, arch: str, with_tflite: bool, allow_no_models: bool) ->
                 "the wheel holds no bundled model (runtime/plainsight/models/*/manifest.json); "
                 "export the default models first"
             )
-        download_deps(wheel, arch, wheels, with_tflite)
+        download_deps(wheel, arch, wheels, with_tflite, with_wyoming)
         for src, (dest, mode) in DEVICE_FILES.items():
             target = stage / dest
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -223,11 +233,16 @@ def main(argv: list[str] | None = None) -> int:
         "--with-tflite", action="store_true", help="also bundle ai-edge-litert (TFLite backend)"
     )
     parser.add_argument(
+        "--with-wyoming",
+        action="store_true",
+        help="also bundle the wyoming package (install.sh --sink wyoming, offline)",
+    )
+    parser.add_argument(
         "--allow-no-models", action="store_true", help="build even if no model is bundled"
     )
     args = parser.parse_args(argv)
     try:
-        out = build(args.out, args.arch, args.with_tflite, args.allow_no_models)
+        out = build(args.out, args.arch, args.with_tflite, args.allow_no_models, args.with_wyoming)
     except (BuildError, OSError) as exc:
         print(f"build_bundle: error: {exc}", file=sys.stderr)
         return 1

@@ -1,6 +1,6 @@
 #!/bin/bash
 # Install plainsight on a device from the unpacked bundle (run as root):
-#   sudo ./install.sh [--online] [--capture-device plughw:CARD=X,DEV=0] [--sink aloop|fifo|tcp]
+#   sudo ./install.sh [--online] [--capture-device plughw:CARD=X,DEV=0] [--sink aloop|fifo|tcp|wyoming]
 # Creates a venv under /opt/plainsight, installs offline from ./wheels (or from the
 # package index with --online), writes /etc/plainsight/plainsight.conf (an existing one is
 # kept; the new default goes to plainsight.conf.new), creates the system user
@@ -29,14 +29,14 @@ while [ $# -gt 0 ]; do
         --online) online=1 ;;
         --root) root="${2:?--root needs a directory}"; shift ;;
         --capture-device) capture="${2:?--capture-device needs a value}"; shift ;;
-        --sink) sink="${2:?--sink needs aloop, fifo or tcp}"; shift ;;
+        --sink) sink="${2:?--sink needs aloop, fifo, tcp or wyoming}"; shift ;;
         --python) python="${2:?--python needs an interpreter}"; shift ;;
         -h | --help) sed -n '2,11p' "$0"; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
     shift
 done
-case "$sink" in aloop | fifo | tcp) ;; *) die "--sink must be aloop, fifo or tcp, got '$sink'" ;; esac
+case "$sink" in aloop | fifo | tcp | wyoming) ;; *) die "--sink must be aloop, fifo, tcp or wyoming, got '$sink'" ;; esac
 
 # 1. Integrity: every file of the bundle must match SHA256SUMS before anything is touched.
 [ -f "$bundle/SHA256SUMS" ] || die "$bundle/SHA256SUMS missing: not an unpacked plainsight bundle"
@@ -112,6 +112,14 @@ if grep -q '^PLAINSIGHT_SINK=aloop' "$etc/plainsight.conf"; then
     if [ -z "$root" ] && command -v modprobe >/dev/null && ! modprobe snd-aloop 2>/dev/null; then
         log "could not load snd-aloop now; it loads at next boot ($modules_dir)"
     fi
+fi
+
+if grep -q '^PLAINSIGHT_SINK=wyoming' "$etc/plainsight.conf" &&
+    ! "$venv/bin/python" -c 'import wyoming' 2>/dev/null; then
+    # The Wyoming mic service needs the optional wyoming package (pure Python).
+    "${pip[@]}" "$wheel[wyoming]" ||
+        die "sink wyoming needs the wyoming package: build the bundle with --with-wyoming, or use --online"
+    log "installed the wyoming package (sink wyoming: Wyoming mic service)"
 fi
 
 # 5. System user, member of audio (no home, no login).

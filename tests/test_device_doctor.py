@@ -172,3 +172,54 @@ def test_alsa_check_reports_cards_clearly():
     assert not ok and "capture cards" in detail
     ok, detail = check_alsa(None)
     assert not ok and "no capture device configured" in detail
+
+
+def test_wyoming_sink_pipeline_and_its_doctor_check(tmp_path):
+    """device/plainsight-pipeline with PLAINSIGHT_SINK=wyoming runs `plainsight wyoming`;
+    a client gets the masked stream, and doctor reports the service's health."""
+    pytest.importorskip("wyoming", reason="the [wyoming] extra is not installed")
+    import os
+
+    from test_wyoming import free_port, listen, run, speechlike
+
+    clip = tmp_path / "clip.raw"
+    clip.write_bytes(speechlike(1.0))
+    masked = subprocess.run(
+        [str(PLAINSIGHT), "stream"], input=clip.read_bytes(), capture_output=True, timeout=120
+    ).stdout
+    port, status = free_port(), tmp_path / "status.json"
+    settings = {
+        "PLAINSIGHT_SINK": "wyoming",
+        "PLAINSIGHT_WYOMING_PORT": str(port),
+        "PLAINSIGHT_WYOMING_MIC_COMMAND": f"cat {clip}",
+        "PLAINSIGHT_STATUS_FILE": str(status),
+        "PLAINSIGHT_STREAM_ARGS": "",
+    }
+    config = tmp_path / "plainsight.conf"
+    config.write_text("".join(f"{k}={v}\n" for k, v in settings.items()))
+    pipeline = Path(__file__).resolve().parent.parent / "device" / "plainsight-pipeline"
+    env = dict(os.environ, PLAINSIGHT_BIN=str(PLAINSIGHT), **settings)
+    service = subprocess.Popen(
+        [str(pipeline)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not status.exists():
+            time.sleep(0.1)
+        got = run(listen(port))
+        check = ["--config", str(config), "--skip", "alsa", "--skip", "headroom", "--max-rtf", "50"]
+        healthy = subprocess.run(
+            [str(PLAINSIGHT), "doctor", *check], capture_output=True, text=True, timeout=120
+        )
+    finally:
+        service.terminate()
+        service.wait(30)
+    assert bytes(got["audio"]) == masked and got["stop"] == 1
+    assert healthy.returncode == 0, healthy.stdout + healthy.stderr
+    assert lines(healthy)["wyoming"] == "PASS"
+    assert f"tcp://127.0.0.1:{port} listening" in healthy.stdout and "frames" in healthy.stdout
+    down = subprocess.run(
+        [str(PLAINSIGHT), "doctor", *check], capture_output=True, text=True, timeout=120
+    )
+    assert down.returncode == 1 and lines(down)["wyoming"] == "FAIL"
+    assert "not listening" in down.stdout

@@ -1,6 +1,8 @@
 """Check this device's installation: the ALSA capture device, the inference backends, the
 model hashes, the CPU headroom (a short timed stream run vs real time) and the service's
-status file. Prints one PASS/FAIL/SKIP line per check; exits 1 if any check fails.
+status file; with the Wyoming sink (PLAINSIGHT_SINK=wyoming, or --wyoming-uri) also the
+Wyoming mic service: port listening, its info, clients, frames and last error.
+Prints one PASS/FAIL/SKIP line per check; exits 1 if any check fails.
 
 Settings come from /etc/plainsight/plainsight.conf (the service's EnvironmentFile) when it
 exists; options override them.
@@ -19,7 +21,7 @@ from pathlib import Path
 
 from plainsight.health import DEFAULT_MAX_AGE_S, DEFAULT_MAX_RTF, DEFAULT_STATUS_FILE
 
-CHECKS = ("alsa", "backend", "models", "headroom", "status")
+CHECKS = ("alsa", "backend", "models", "headroom", "status", "wyoming")
 DEFAULT_CONFIG = "/etc/plainsight/plainsight.conf"
 
 
@@ -37,6 +39,12 @@ def add_arguments(parser) -> None:
         type=float,
         default=DEFAULT_MAX_RTF,
         help="largest acceptable real-time factor of the stream (0.5 = half of one core)",
+    )
+    parser.add_argument(
+        "--wyoming-uri",
+        metavar="URI",
+        help="check this Wyoming mic service (default with PLAINSIGHT_SINK=wyoming: "
+        "tcp://PLAINSIGHT_WYOMING_HOST:PLAINSIGHT_WYOMING_PORT)",
     )
     parser.add_argument("--seconds", type=float, default=4.0, help="audio for the headroom run")
     parser.add_argument("--skip", action="append", choices=CHECKS, default=[], help="skip a check")
@@ -178,6 +186,55 @@ def check_status(path: str, max_age: float, max_rtf: float) -> tuple[bool, str]:
     return verdict.ok, message if message.startswith(str(path)) else f"{path}: {message}"
 
 
+def check_wyoming(uri: str, status_path: str, timeout: float = 10.0) -> tuple[bool, str]:
+    """Connect like a satellite, ask `describe`, expect a mic `info`; then the status file's
+    clients, frames and last error. (Connecting starts the microphone for that moment.)"""
+    import socket
+    import time
+    from urllib.parse import urlparse
+
+    from plainsight.health import read_status
+
+    try:
+        from wyoming.event import read_event, write_event
+        from wyoming.info import Describe, Info
+    except ImportError:
+        return False, "the wyoming package is missing: pip install 'plainsight[wyoming]'"
+    parts = urlparse(uri)
+    if parts.scheme != "tcp" or not parts.hostname or not parts.port:
+        return False, f"{uri}: expected tcp://HOST:PORT"
+    try:
+        with socket.create_connection((parts.hostname, parts.port), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            stream = sock.makefile("rwb")
+            write_event(Describe().event(), stream)
+            stream.flush()
+            info, deadline = None, time.monotonic() + timeout
+            while info is None and time.monotonic() < deadline:
+                event = read_event(stream)
+                if event is None:
+                    break
+                if Info.is_type(event.type):
+                    info = Info.from_event(event)
+    except OSError as exc:
+        return False, f"{uri}: not listening ({exc})"
+    if info is None or not info.mic:
+        return False, f"{uri}: listening, but no mic info in answer to describe"
+    fmt = info.mic[0].mic_format
+    detail = f"{uri} listening, mic {info.mic[0].name} {fmt.rate} Hz/{8 * fmt.width}-bit/"
+    detail += f"{fmt.channels} ch"
+    try:
+        status = read_status(status_path)
+    except ValueError as exc:
+        return False, f"{detail}; {exc}"
+    error = status.get("last_error")
+    detail += (
+        f"; {status.get('clients')} client(s), {status.get('frames')} frames, "
+        f"{status.get('failed_hops')} failed hops, last error: {error or 'none'}"
+    )
+    return not error, detail
+
+
 # ----- command ----------------------------------------------------------------------------------
 def run(args) -> int:
     config: dict[str, str] = {}
@@ -222,6 +279,12 @@ def run(args) -> int:
         record("models", check_models, settings.model)
         record("headroom", check_headroom, settings, args.seconds, args.max_rtf)
     record("status", check_status, status_path, args.max_age, args.max_rtf)
+    wyoming_uri = args.wyoming_uri
+    if not wyoming_uri and config.get("PLAINSIGHT_SINK") == "wyoming":
+        host = config.get("PLAINSIGHT_WYOMING_HOST") or "127.0.0.1"
+        wyoming_uri = f"tcp://{host}:{config.get('PLAINSIGHT_WYOMING_PORT') or 10700}"
+    if wyoming_uri:
+        record("wyoming", check_wyoming, wyoming_uri, status_path)
     failed = [r["check"] for r in results if r["result"] == "FAIL"]
     if args.json:
         print(json.dumps({"ok": not failed, "results": results}, indent=1))
