@@ -123,6 +123,10 @@ def test_budget_has_a_floor_of_a_few_lsb_where_there_is_signal(toy):
     # an 8-bit output gets a floor in 8-bit steps
     bound8 = masker.budget(quiet, np.ones_like(quiet), lsb=2.0**-7)
     assert np.all(bound8[1:] >= FLOOR_LSB * 2.0**-7)
+    # a fixed L-inf budget below the output's resolution is lifted to the floor too
+    fixed = Masker(model=toy, backend="onnx", eps=1e-4).budget(quiet, np.ones_like(quiet), 2**-7)
+    assert np.all(fixed[0] == np.float32(1e-4))  # a fixed budget applies everywhere, as before
+    assert np.all(fixed[1:] == np.float32(FLOOR_LSB * 2.0**-7))
 
 
 # ----- 3. digital silence ----------------------------------------------------------------------

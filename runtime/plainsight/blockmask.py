@@ -229,9 +229,10 @@ class BlockMasker:
         starts = starts[(starts >= done) & (starts + width <= base + len(history))]
         if len(starts) == 0:
             return
-        index = (starts - base)[:, None] + np.arange(width)[None, :]
-        self.before.add(m._logits(m.members[0], history[index]))
-        self.after.add(m._logits(m.members[0], masked[index]))
+        for first in range(0, len(starts), m.batch):  # a batch of windows at a time: small
+            index = (starts[first : first + m.batch] - base)[:, None] + np.arange(width)
+            self.before.add(m._logits(m.members[0], history[index]))
+            self.after.add(m._logits(m.members[0], masked[index]))
         return int(starts[-1]) + 1
 
     # ----- everything, in order ------------------------------------------------------------

@@ -75,7 +75,8 @@ class Progress:
 
 def _summary(result: dict) -> str:
     if result["silent"]:
-        return f"{result['output']}: digital silence, written unchanged (no emotion to hide)"
+        what = "written unchanged" if not result["linf"] else f"L-inf {result['linf']:g} added"
+        return f"{result['output']}: digital silence (no emotion to hide), {what}"
     before, after = result["before"], result["after"]
     classes = before["classes"]
     was = classes.index(before["label"])

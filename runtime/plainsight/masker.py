@@ -280,23 +280,26 @@ class Masker:
 
         Every window with any signal gets at least FLOOR_LSB steps of the output's resolution
         `lsb` (default: 16-bit): a smaller perturbation rounds away and the output would be
-        the input. Windows of digital silence get 0 (nothing to hide)."""
+        the input. Windows of digital silence get 0 (nothing to hide), except under a fixed
+        `eps`, which applies everywhere as it always did."""
         weight = valid.astype(np.float32)
         if self.envelope:
             weight = local_envelope(windows, valid, self.sample_rate)
         if self.eps is not None:
-            return (self.eps * weight).astype(np.float32)
-        count = np.maximum(valid.sum(axis=1), 1)
-        rms = np.sqrt(((windows.astype(np.float64) * valid) ** 2).sum(axis=1) / count)
-        eps = rms * 10.0 ** (-self.snr_db / 20.0)
-        if self.envelope:  # same noise power as the flat budget, moved under the speech
-            w_rms = np.sqrt((weight.astype(np.float64) ** 2).sum(axis=1) / count)
-            eps = np.divide(eps, w_rms, out=np.zeros_like(eps), where=w_rms > 0)
-        bound = np.minimum(eps[:, None] * weight, 1.0)
-        floor = FLOOR_LSB * (LSB_16 if lsb is None else lsb)
-        has_signal = (np.abs(windows) * valid).max(axis=1) > 0
-        bound = np.where(has_signal[:, None] & (valid > 0), np.maximum(bound, floor), bound)
-        return bound.astype(np.float32)
+            bound = (self.eps * weight).astype(np.float32)
+        else:
+            count = np.maximum(valid.sum(axis=1), 1)
+            rms = np.sqrt(((windows.astype(np.float64) * valid) ** 2).sum(axis=1) / count)
+            eps = rms * 10.0 ** (-self.snr_db / 20.0)
+            if self.envelope:  # same noise power as the flat budget, moved under the speech
+                w_rms = np.sqrt((weight.astype(np.float64) ** 2).sum(axis=1) / count)
+                eps = np.divide(eps, w_rms, out=np.zeros_like(eps), where=w_rms > 0)
+            bound = np.minimum(eps[:, None] * weight, 1.0).astype(np.float32)
+        floor = np.float32(FLOOR_LSB * (LSB_16 if lsb is None else lsb))
+        real = valid > 0
+        has_signal = np.any((windows != 0) & real, axis=1)
+        np.maximum(bound, floor, out=bound, where=has_signal[:, None] & real)
+        return bound
 
     # ----- whole clips -------------------------------------------------------------------
     @staticmethod
