@@ -340,6 +340,8 @@ def verify_written(source: FileSource, written: Path, lsb: float, name: Path) ->
     input RMS is above one step `lsb` of the output format. Each such window must have a
     written change of RMS >= lsb / 2 (more than rounding noise), or the output is refused:
     there the written samples are the input's, unmasked. Returns SNR and L-inf of the file."""
+    from plainsight.blockmask import CHUNK_FRAMES
+
     rate, channels = source.sample_rate, source.channels
     width = max(1, int(SIGNAL_WINDOW_S * rate))
     signal_power = noise_power = 0.0
@@ -353,16 +355,21 @@ def verify_written(source: FileSource, written: Path, lsb: float, name: Path) ->
     with out:
         for start in range(0, source.frames, width):
             stop = min(start + width, source.frames)
-            x = source.read(start, stop).astype(np.float64)
-            y = out.read(stop - start, dtype="float64", always_2d=True)
-            if y.shape != x.shape:
-                raise AudioError(f"{name}: written file is shorter than the input")
-            d = y - x
-            signal_power += float(np.sum(x**2))
-            noise_power += float(np.sum(d**2))
-            linf = max(linf, float(np.abs(d).max()))
-            has_signal = np.sqrt(np.mean(x**2, axis=0)) > lsb
-            masked = np.sqrt(np.mean(d**2, axis=0)) >= lsb / 2
+            x_power, d_power = np.zeros(channels), np.zeros(channels)
+            for a in range(start, stop, CHUNK_FRAMES):  # bounded memory for many channels
+                b = min(a + CHUNK_FRAMES, stop)
+                x = source.read(a, b).astype(np.float64)
+                y = out.read(b - a, dtype="float64", always_2d=True)
+                if y.shape != x.shape:
+                    raise AudioError(f"{name}: written file is shorter than the input")
+                y -= x  # the change
+                x_power += np.einsum("ij,ij->j", x, x)
+                d_power += np.einsum("ij,ij->j", y, y)
+                linf = max(linf, float(np.abs(y).max()))
+            signal_power += float(x_power.sum())
+            noise_power += float(d_power.sum())
+            has_signal = np.sqrt(x_power / (stop - start)) > lsb
+            masked = np.sqrt(d_power / (stop - start)) >= lsb / 2
             unmasked += [
                 (c, start / rate) for c in range(channels) if has_signal[c] and not masked[c]
             ]

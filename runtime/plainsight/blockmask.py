@@ -4,7 +4,8 @@
 masked in blocks equals the same audio masked in memory. What is held at once:
 - the 16 kHz mix of one optimisation segment (SEGMENT_WINDOWS model windows, 32 s), its
   budget and perturbation (a few MB whatever the file's length);
-- one I/O block of BLOCK_SECONDS at the input rate, all channels.
+- the perturbation of one block of BLOCK_SECONDS at the input rate (one channel), and at
+  most CHUNK_FRAMES frames of all channels.
 
 Segments are cut at multiples of 32 s, which are whole numbers of samples at every rate, so
 each block's resampling (with enough context read on both sides) gives exactly the numbers
@@ -26,7 +27,8 @@ import numpy as np
 
 from plainsight.resample import kernel_half_width, resample
 
-BLOCK_SECONDS = 2  # I/O block at the input rate; divides the 32 s segments
+BLOCK_SECONDS = 2  # perturbation block at the input rate; divides the 32 s segments
+CHUNK_FRAMES = 1 << 15  # most frames of all channels held at once (96 kHz x 6 ch: 1.5 MB f64)
 
 
 class Source:
@@ -161,8 +163,8 @@ class BlockMasker:
             return np.ones(1)
         first, last = self._input_span(start16, stop16)
         gram = np.zeros((src.channels, src.channels))
-        for a in range(first, last, self.unit):
-            x = src.read(a, min(a + self.unit, last)).astype(np.float64)
+        for a in range(first, last, CHUNK_FRAMES):
+            x = src.read(a, min(a + CHUNK_FRAMES, last)).astype(np.float64)
             gram += x.T @ x
         energy = np.diag(gram)
         ref = int(np.argmax(energy))
@@ -176,7 +178,11 @@ class BlockMasker:
         weights = seg.signs / active
 
         def read_mix(a: int, b: int) -> np.ndarray:
-            return (src.read(a, b).astype(np.float64) @ weights).astype(np.float32)
+            mix = np.empty(b - a, np.float32)
+            for c in range(a, b, CHUNK_FRAMES):
+                d = min(c + CHUNK_FRAMES, b)
+                mix[c - a : d - a] = src.read(c, d).astype(np.float64) @ weights
+            return mix
 
         pieces = [
             resample_span(read_mix, src.sample_rate, self.rate16, s, min(s + self.unit16, seg.stop))
@@ -272,9 +278,11 @@ class BlockMasker:
                     bisect_right(segment_starts, emitted * self.rate16 // rate) - 1
                 ]
                 d = self._delta_at_rate(delta_buf, bound_buf, buf_start, emitted, stop)
-                x = src.read(emitted, stop)
-                y = x.astype(np.float64) + d[:, None] * owner.signs[None, :]
-                yield emitted, x, y
+                for a in range(emitted, stop, CHUNK_FRAMES):
+                    b = min(a + CHUNK_FRAMES, stop)
+                    x = src.read(a, b)
+                    part = d[a - emitted : b - emitted, None]
+                    yield a, x, x.astype(np.float64) + part * owner.signs[None, :]
                 emitted = stop
             # drop the perturbation no later block needs
             drop = max(0, self._first_needed16(emitted) - buf_start)
