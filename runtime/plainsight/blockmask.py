@@ -214,6 +214,7 @@ class BlockMasker:
         shape = (count, width)
         bound = m.budget(windows.reshape(shape), valid.reshape(shape), lsb=self.lsb)
         bound = bound.reshape(-1)[:n]
+        del windows, valid  # not needed while the optimiser runs (peak memory)
         starts = window_starts(n, width, m.hop)
         clean = mix[starts[:, None] + np.arange(width)[None, :]]
         return m._optimise(mix, bound, starts, clean), bound
