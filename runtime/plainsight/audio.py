@@ -23,6 +23,7 @@ EXTENSIONS = (".wav", ".flac", ".ogg", ".oga")
 MAX_SECONDS = 3 * 3600  # longer files: split them, or use `plainsight stream`
 MAX_CHANNELS = 64
 _STREAMED_SIZES = {0, 0xFFFFFFFF, 0x7FFFFFFF}  # data sizes written by pipes: length unknown
+OGG_SEEK_PREROLL = 16384  # frames decoded and dropped before a seek target (2 x 8192 block)
 
 
 class AudioError(ValueError):
@@ -161,7 +162,7 @@ class FileSource:
             return out
         try:
             if self.file.tell() != a:
-                self.file.seek(a)
+                self._seek(a)
             got = self.file.read(b - a, dtype="float32", always_2d=True)
         except Exception as exc:
             raise AudioError(
@@ -173,6 +174,17 @@ class FileSource:
             raise AudioError(f"{self.path}: contains NaN or Inf samples")
         out[a - start : b - start] = got
         return out
+
+    def _seek(self, frame: int) -> None:
+        if self.info.format != "OGG":
+            self.file.seek(frame)
+            return
+        # Vorbis decodes a few hundred frames after a seek differently (no overlap from the
+        # previous block): start earlier and drop them, so every read equals a whole read.
+        start = max(0, frame - OGG_SEEK_PREROLL)
+        self.file.seek(start)
+        if frame > start:
+            self.file.read(frame - start, dtype="float32", always_2d=True)
 
     def close(self) -> None:
         self.file.close()
