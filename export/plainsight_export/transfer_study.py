@@ -305,6 +305,9 @@ METHODS = _methods(
     ("ens-di-vmi", ENSEMBLE, {"diversity": ALL_DIVERSITY, "momentum": 1.0, "variance": 2}),
     ("ens-robust", ROBUST_ENSEMBLE, {}),
     ("ens-robust-di", ROBUST_ENSEMBLE, {"diversity": ALL_DIVERSITY}),
+    ("ens-20", ENSEMBLE, {"steps": 20}),
+    ("ens-di-20", ENSEMBLE, {"diversity": ALL_DIVERSITY, "steps": 20}),
+    ("compact+mfcc", ["compact", "surrogate-mfcc"], {}),
     ("mfcc-only", ["surrogate-mfcc"], {}),
     ("crnn-only", ["surrogate-crnn"], {}),
 )
