@@ -136,6 +136,16 @@ def run(args) -> int:
             print(f"plainsight evaluate: cannot read results: {exc}", file=sys.stderr)
             return EXIT_USAGE
         print(summary_table(results), end="")
+        if any(r.get("path") == "stream" for r in results):
+            from plainsight.evaluate.report import live_path_table
+
+            print("\n" + live_path_table(results), end="")
+        for r in results:
+            if "codec_curve" in r:
+                from plainsight.evaluate.report import codec_curve_table
+
+                print(f"\n{r['corpus']}, {r.get('path', 'mask')}:\n")
+                print("\n".join(codec_curve_table(r)[2:]))
         return 0
     if not args.corpus:
         print("plainsight evaluate: --corpus is required (emodb or ravdess)", file=sys.stderr)

@@ -434,3 +434,73 @@ def summary_table(results: list[dict]) -> str:
             f"{dist(q.get('pesq_wb'))} | {dist(q.get('stoi'), 3)} | {r['rtf']:.4f} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _codec_point(result: dict, codec: str) -> dict | None:
+    return next((r for r in result.get("codec_curve", []) if r["codec"] == codec), None)
+
+
+def live_path_table(results: list[dict], codec: str = "opus:24") -> str:
+    """Mask vs stream vs stream + codec, per corpus, from `--path mask` and `--path stream`
+    results whose --codec list includes `codec` (UAR %; after the codec, clean -> masked)."""
+    by = {(r["corpus"], r.get("path", "mask")): r for r in results}
+    lines = [
+        f"| corpus | model (role) | clean UAR | mask | stream | {codec}: clean -> mask | "
+        f"{codec}: clean -> stream | stream noise control |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    quality = [
+        "| corpus | path | WER clean / masked / noise (clips) | median SNR dB (p10) | "
+        "PESQ-wb (p10) | STOI (p10) | masking RTF |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for corpus in dict.fromkeys(r["corpus"] for r in results):
+        mask, stream = by.get((corpus, "mask")), by.get((corpus, "stream"))
+        if mask is None or stream is None:
+            continue
+        mask_c, stream_c = _codec_point(mask, codec), _codec_point(stream, codec)
+        for group, role in (("whitebox", "white-box"), ("transfer", None)):
+            for name, clean in mask[group]["clean"].items():
+                who = role or mask["transfer_models"].get(name, "transfer")
+
+                def after(point, name=name, group=group):
+                    if point is None or name not in point[group]["clean"]:
+                        return "n/a"
+                    u = point[group]
+                    return f"{pct(u['clean'][name]['uar'])} -> {pct(u['masked'][name]['uar'])}"
+
+                def uar(r, cond, name=name, group=group):
+                    rep = r[group][cond].get(name)  # a panel member may be in one run only
+                    return pct(rep["uar"]) if rep else "n/a"
+
+                lines.append(
+                    f"| {corpus} (chance {pct(mask['chance_uar'])}) | {name} ({who}) | "
+                    f"{pct(clean['uar'])} | {uar(mask, 'masked')} | {uar(stream, 'masked')} | "
+                    f"{after(mask_c)} | {after(stream_c)} | {uar(stream, 'noise')} |"
+                )
+        for label, r, point in (
+            ("mask", mask, None),
+            ("stream", stream, None),
+            (f"stream + {codec}", stream, stream_c),
+        ):
+            q = r["quality"]["masked"]
+            if point is None:
+                a = r.get("asr")
+                wer = (
+                    f"{pct(a['clean']['wer'])} / {pct(a['masked']['wer'])} / "
+                    f"{pct(a['noise']['wer'])} ({a['clips']})"
+                    if a
+                    else "n/a"
+                )
+            else:
+                wer = (
+                    f"{pct(point['asr']['clean'])} / {pct(point['asr']['masked'])} / n/a "
+                    f"({point['asr_clips']})"
+                    if "asr" in point
+                    else "n/a"
+                )
+            quality.append(
+                f"| {corpus} | {label} | {wer} | {dist(q['snr_db'], 1)} | "
+                f"{dist(q.get('pesq_wb'))} | {dist(q.get('stoi'), 3)} | {r['rtf']:.4f} |"
+            )
+    return "\n".join(lines + [""] + quality) + "\n"
