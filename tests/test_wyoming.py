@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
@@ -229,6 +230,17 @@ def test_failing_model_sends_no_raw_audio(tmp_path, clip, masked, on_error):
         assert audio[i : i + hop_bytes] != raw[i : i + hop_bytes], f"raw hop at byte {i}"
 
 
+@pytest.mark.parametrize("mic", ["/nonexistent/arecord", "sh -c 'exit 7'"])
+def test_a_broken_microphone_is_reported_and_sends_nothing(tmp_path, mic):
+    with Service(tmp_path, "--mic-command", mic) as service:
+        got = run(listen(service.port))
+        time.sleep(0.5)
+        status = service.status.read_text()
+        assert service.proc.poll() is None, "the service must keep listening"
+    assert got["start"] == 1 and got["stop"] == 1 and not got["audio"]
+    assert "input failed" in status or "mic command exited with 7" in status
+
+
 class _Upstream(AsyncEventHandler):
     """A Wyoming mic service of the test's own: audio-start, the clip, audio-stop."""
 
@@ -346,3 +358,44 @@ async def _assistant(sat_port: int, gate: Path, expected: int) -> bytes:
     finally:
         await client.disconnect()
     return bytes(audio)
+
+
+# ----- device: bundle with the wyoming wheel, install.sh --sink wyoming -----------------------
+@pytest.mark.slow
+def test_bundle_with_wyoming_installs_the_wyoming_sink(tmp_path):
+    from test_device_bundle import BUILD, install
+
+    out = tmp_path / "dist"
+    built = subprocess.run(
+        BUILD + ["--out", str(out), "--arch", "x86_64", "--with-wyoming"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert built.returncode == 0, built.stderr
+    (tar,) = out.glob("plainsight-device-*-x86_64.tar.gz")
+    unpacked = tmp_path / "unpacked"
+    shutil.unpack_archive(tar, unpacked)
+    (top,) = unpacked.iterdir()
+    assert list((top / "wheels").glob("wyoming-1.10.2-*.whl")), "no wyoming wheel in the bundle"
+    root = tmp_path / "root"
+    result = install(top, root, "--capture-device", "plughw:CARD=Mic,DEV=0", "--sink", "wyoming")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "installed the wyoming package" in result.stdout
+    conf = (root / "etc/plainsight/plainsight.conf").read_text()
+    assert "PLAINSIGHT_SINK=wyoming" in conf and "PLAINSIGHT_WYOMING_PORT=10700" in conf
+    venv_python = root / "opt/plainsight/venv/bin/python"
+    version = subprocess.run(
+        [str(venv_python), "-c", "import importlib.metadata as m; print(m.version('wyoming'))"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert version.stdout.strip() == "1.10.2", version.stderr
+    helped = subprocess.run(
+        [str(root / "opt/plainsight/bin/plainsight"), "wyoming", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert helped.returncode == 0 and "--mic-uri" in helped.stdout

@@ -130,8 +130,9 @@ class MaskedMicService:
         self.clients.discard(writer)
         writer.close()
         self.report(True)
-        if not self.clients and self.session is not None and not self.session.done():
+        if not self.clients and self.session is not None:
             self.session.cancel()  # nobody listens: stop the microphone and the masking
+            self.session = None  # a client that comes now starts a fresh session
 
     async def send(self, writer: asyncio.StreamWriter, event: Event) -> bool:
         try:
@@ -170,13 +171,19 @@ class MaskedMicService:
             if processor is not None and len(processor.pending):
                 if not await self.mask_and_emit(processor, len(processor.pending)):
                     return
-            await self.broadcast(AudioStop(timestamp=self.ms_since(started)).event())
-            for writer in list(self.clients):  # input ended: clients reconnect for more
-                self.clients.discard(writer)
-                writer.close()
-            self.report(True)
+        except (OSError, ValueError) as exc:  # the microphone or upstream failed: no audio
+            message = f"input failed: {type(exc).__name__}: {' '.join(str(exc).split())}"
+            print(f"plainsight wyoming: {message}", file=sys.stderr)
+            self.report(True, last_error=message)
         finally:
             await source.aclose()
+        if self.session is asyncio.current_task():
+            self.session = None  # ending by itself: leaving clients must not cancel it
+        await self.broadcast(AudioStop(timestamp=self.ms_since(started)).event())
+        for writer in list(self.clients):  # input ended: clients reconnect for more
+            self.clients.discard(writer)
+            writer.close()
+        self.report(True)
 
     async def mask_and_emit(self, processor: StreamProcessor, n: int) -> bool:
         hop = processor.pending[:n]
@@ -219,6 +226,10 @@ class MaskedMicService:
                 odd = data[len(data) - len(data) % 2 :]
                 if len(data) > len(odd):
                     yield np.frombuffer(data[: len(data) - len(odd)], "<i2")
+            try:  # EOF: collect its exit status (an arecord error is worth a line)
+                await asyncio.wait_for(proc.wait(), 2)
+            except asyncio.TimeoutError:
+                pass
         finally:
             if proc.returncode is None:
                 proc.terminate()
@@ -228,10 +239,9 @@ class MaskedMicService:
                     proc.kill()
                     await proc.wait()
             elif proc.returncode:
-                print(
-                    f"plainsight wyoming: mic command exited with {proc.returncode}",
-                    file=sys.stderr,
-                )
+                message = f"mic command exited with {proc.returncode}"
+                print(f"plainsight wyoming: {message}", file=sys.stderr)
+                self.report(True, last_error=message)
 
     async def read_upstream(self):
         """int16 sample blocks from an upstream Wyoming mic service, until audio-stop/EOF."""
