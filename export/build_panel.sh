@@ -26,8 +26,8 @@ dev() {
     "${S[@]}" --corpus ravdess --features mfcc-functionals --classifier lr --panel dev --name mfcc-lr-s0
     "${S[@]}" --corpus ravdess --features egemaps --classifier svc-linear --panel dev --name egemaps-svm-s0
     # Cross-corpus: trained on one corpus's six shared labels, scored on the other's test speakers.
-    "${S[@]}" --corpus ravdess --score-corpus emodb --features mfcc-functionals --classifier lr \
-        --panel dev --name xcorpus-mfcc-lr-s0
+    # (RAVDESS -> EmoDB did not work: compact 16.7 % and MFCC+LR 20.3 % UAR, chance 16.7; not
+    # in the panel.)
     "${T[@]}" --panel dev --corpus emodb --score-corpus ravdess --arch crnn --seed 0 --epochs 30 \
         --out export/checkpoints/ravdess --name attacker-dev-xcorpus-crnn-s0
 }
