@@ -47,8 +47,10 @@ final() {
 }
 
 adaptive() {
-    # compact s2 retrained on audio masked by the runtime default plainsight.Masker() (masked
-    # clips cached in /tmp, never committed); role adaptive, not matched by the attacker glob.
+    # compact s2 retrained on audio masked exactly as `plainsight evaluate --corpus C` masks
+    # (the corpus's bundled model, default strength, ONNX, 1 thread; deterministic). Every
+    # split is masked, the test speakers stay out of training; masked clips are cached in /tmp
+    # per masker settings, never committed. Role adaptive, not matched by the attacker glob.
     for c in emodb ravdess; do
         "${T[@]}" --role adaptive --corpus $c --arch compact --seed 2 --epochs 30 --augment panel \
             --name adaptive-compact-s2 --masked-cache /tmp/plainsight-masked-default

@@ -89,8 +89,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument(
         "--masked-cache",
-        help="adaptive attacker: train on the clips masked by the runtime default "
-        "plainsight.Masker(), cached as .npy in this folder (never commit it)",
+        help="adaptive attacker: train on the clips masked as plainsight evaluate masks "
+        "(the corpus's bundled model, default strength), cached as .npy in this folder "
+        "(never commit it)",
     )
     p.add_argument(
         "--loso",
@@ -428,14 +429,30 @@ def model_size(model) -> dict:
     return {"params": M.count_params(model), "macs_per_2s": macs}
 
 
-def masked_clips(clips: D.ClipSet, cache: Path) -> D.ClipSet:
-    """The clips masked by the runtime default `plainsight.Masker()`, cached as .npy files."""
+def adaptive_masker(corpus: str):
+    """The masker `plainsight evaluate --corpus C` uses by default (the corpus's bundled model,
+    default strength, ONNX, 1 thread), so the adaptive attacker trains on what it is scored on."""
     from plainsight import Masker
 
-    masker, out = Masker(threads=1), []
-    cache.mkdir(parents=True, exist_ok=True)
+    return Masker(model=corpus, backend="onnx", threads=1)
+
+
+def masker_key(masker) -> str:
+    """Cache key of the masker's settings and model files: a changed default re-masks."""
+    import hashlib
+
+    settings = masker.settings() | {"files": [m.spec.manifest["files"] for m in masker.members]}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def masked_clips(clips: D.ClipSet, cache: Path, masker) -> D.ClipSet:
+    """The clips masked by `masker` (deterministic: no random start), cached as .npy files
+    in cache/<masker key>/."""
+    folder = cache / masker_key(masker)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
     for utt, audio in tqdm(list(zip(clips.utts, clips.audio, strict=True)), desc="masking"):
-        path = cache / f"{utt.corpus}-{utt.path.stem}.npy"
+        path = folder / f"{utt.corpus}-{utt.path.stem}.npy"
         if not path.is_file():
             tmp = path.with_suffix(".tmp.npy")
             np.save(tmp, masker.mask(audio, 16000).astype(np.float32))
@@ -459,7 +476,10 @@ def run_fixed(args, clips: D.ClipSet, classes) -> dict:
     parts = D.fixed_split(clips)
     clean_test = parts["test"]
     if args.masked_cache:
-        parts = {k: masked_clips(v, Path(args.masked_cache)) for k, v in parts.items()}
+        masker = adaptive_masker(args.corpus)
+        # Every split is masked (test too, to score the member on what it was trained for);
+        # the test speakers stay out of training as in every other member.
+        parts = {k: masked_clips(v, Path(args.masked_cache), masker) for k, v in parts.items()}
     start = time.time()
     model, history = train_model(
         args, classes, parts["train"], parts["val"], args.seed, not args.no_progress
@@ -474,7 +494,8 @@ def run_fixed(args, clips: D.ClipSet, classes) -> dict:
         family = f"cross-corpus-{args.arch}" if args.score_corpus else args.arch
         extra.update(panel=args.panel, family=family)
     if args.masked_cache:
-        extra["trained_on"] = "audio masked by the runtime default plainsight.Masker()"
+        extra["trained_on"] = "audio masked by plainsight evaluate's default masker"
+        extra["masker"] = masker.settings() | {"cache_key": masker_key(masker)}
         extra["test_clean"] = evaluate(model, clean_test, classes)
     if args.score_corpus:
         extra["label_map"], extra["cross_corpus_test"] = cross_corpus_test(args, model, classes)

@@ -82,6 +82,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--attackers", help="comma-separated attacker model dirs (default: export/artifacts)"
     )
     parser.add_argument(
+        "--panel",
+        choices=["dev", "final", "all"],
+        help="score exactly this held-out panel's members, ONNX and MFCC/eGeMAPS statistics "
+        "alike (final and all add the adaptive attackers; eGeMAPS needs opensmile). Default: "
+        "the ONNX attackers of export/artifacts and seed-cnn. final is for reported results "
+        "only: never choose anything with it",
+    )
+    parser.add_argument(
         "--whisper-dir",
         help="cache dir for the joined Whisper model (default $PLAINSIGHT_WHISPER_DIR or "
         "~/.cache/plainsight/whisper-base)",
@@ -189,6 +197,16 @@ def run(args) -> int:
     if args.sweep and (args.path != "mask" or args.codec != "none"):
         print("plainsight evaluate: --sweep measures --path mask without codec", file=sys.stderr)
         return EXIT_USAGE
+    if args.panel and args.attackers:
+        print("plainsight evaluate: --panel and --attackers exclude each other", file=sys.stderr)
+        return EXIT_USAGE
+    if args.sweep and args.panel not in (None, "dev"):
+        print(
+            "plainsight evaluate: --sweep chooses methods, so only --panel dev "
+            "(the final panel is for reported results)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     out = Path(args.out or Path("eval-out") / args.corpus)
     command = "plainsight evaluate " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     progress = not getattr(args, "quiet", False)
@@ -219,6 +237,7 @@ def run(args) -> int:
             codecs=args.codec,
             codec_asr_limit=args.codec_asr_limit,
             asr_codecs=args.asr_codecs,
+            panel=args.panel,
         )
         result = json_ready(evaluate(cfg))
         written = report.write_all(result, out, command)

@@ -21,6 +21,8 @@ from plainsight.features import FeatureConfig, log_mel
 from plainsight.manifest import ManifestError, load_model_dir, sha256_of
 
 PANELS = ("dev", "final")
+# `plainsight evaluate --panel`: one panel, or both; final and all add the adaptive members.
+PANEL_CHOICES = ("dev", "final", "all")
 STATS_FORMAT = "plainsight-stats-1"
 WINDOW = 32000
 # Labels both corpora share, EmoDB name -> RAVDESS name (boredom, calm, surprised are not shared).
@@ -204,6 +206,35 @@ def load_member(directory: str | Path, backend: str = "onnx", threads: int = 1):
     scorer = Scorer(load_model_dir(directory), backend, threads)
     scorer.family = family_of(manifest)
     return scorer
+
+
+def adaptive_dirs(corpus: str, root: Path | None = None) -> list[Path]:
+    """Adaptive attackers <root>/<corpus>-adaptive-* (retrained on masked audio)."""
+    root = root or artifacts_root()
+    if root is None:
+        return []
+    found = sorted(Path(root).glob(f"{corpus}-adaptive-*"))
+    return [d for d in found if (d / "manifest.json").is_file()]
+
+
+def evaluation_dirs(corpus: str, which: str, root: Path | None = None) -> list[Path]:
+    """What `plainsight evaluate --panel WHICH` scores: dev, final or all members, plus the
+    adaptive attackers with final and all (they are reported beside the final panel)."""
+    if which not in PANEL_CHOICES:
+        raise ValueError(f"unknown panel {which!r}; choose one of {', '.join(PANEL_CHOICES)}")
+    panels = PANELS if which == "all" else (which,)
+    dirs = [d for p in panels for d in member_dirs(corpus, p, root)]
+    if which != "dev":
+        dirs += adaptive_dirs(corpus, root)
+    return dirs
+
+
+def describe(directory: Path) -> str:
+    """Role shown in evaluation tables: 'dev panel, crnn', 'final panel, egemaps-svm-rbf', ..."""
+    manifest = json.loads((Path(directory) / "manifest.json").read_text())
+    if manifest.get("role") == "adaptive":
+        return f"adaptive, {family_of(manifest)}"
+    return f"{manifest.get('panel', 'dev')} panel, {family_of(manifest)}"
 
 
 def load_panel(corpus: str, which: str = "dev", backend: str = "onnx", threads: int = 1):

@@ -112,9 +112,13 @@ def run_sweep(args, base: dict, out: Path, command: str, progress: bool) -> list
     from plainsight.evaluate.run import EvalConfig
 
     probe = Masker(**(base | {"model": single}))
-    cfg = EvalConfig(corpus=corpus, data=args.data, masker=base, attackers=args.attackers)
+    panel = getattr(args, "panel", None)  # dev only: the final panel never chooses anything
+    cfg = EvalConfig(
+        corpus=corpus, data=args.data, masker=base, attackers=args.attackers, panel=panel
+    )
     whitebox, transfer = build_scorers(probe, corpus, cfg, probe.backend, probe.threads)
-    transfer = [s for s in transfer if s.role == "attacker"] or transfer
+    if panel is None:
+        transfer = [s for s in transfer if s.role == "attacker"] or transfer
     asr_limit = getattr(args, "sweep_asr_limit", 0) or 0
     n_asr = min(asr_limit, len(clips)) if (not args.no_asr and asr_limit) else 0
     transcriber = None

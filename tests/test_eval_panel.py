@@ -1,0 +1,162 @@
+"""`plainsight evaluate --panel dev|final|all` scores exactly that panel's members, ONNX graphs
+and numpy statistics members alike, plus the adaptive attackers beside final/all (issue 9).
+
+Fast and torch-free: toy ONNX models and a hand-written MFCC + linear statistics member.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from plainsight.evaluate import panel as P
+from test_eval_live_path import TOY_MASKER, toy_clips
+from test_runtime_toymodel import TOY_CLASSES, build_toy_model
+
+
+def _onnx_member(root: Path, name: str, seed: int, **manifest_extra) -> str:
+    directory = build_toy_model(root / f"toy-{name}", seed=seed, name=f"toy-{name}")
+    path = directory / "manifest.json"
+    manifest = json.loads(path.read_text()) | {"role": "attacker"} | manifest_extra
+    path.write_text(json.dumps(manifest))
+    return f"toy-{name}"
+
+
+def _stats_member(root: Path, name: str, panel: str, seed: int) -> str:
+    """An MFCC-functionals + linear member as the real ones are stored (.npy + sha256)."""
+    rng = np.random.default_rng(seed)
+    arrays = {
+        "coef": rng.normal(0, 1, (len(TOY_CLASSES), 160)),
+        "intercept": rng.normal(0, 1, len(TOY_CLASSES)),
+        "scaler_mean": np.zeros(160),
+        "scaler_scale": np.full(160, 10.0),
+    }
+    directory = root / f"toy-{name}"
+    directory.mkdir(parents=True)
+    files = {}
+    for key, value in arrays.items():
+        np.save(directory / f"{key}.npy", value.astype(np.float32))
+        digest = hashlib.sha256((directory / f"{key}.npy").read_bytes()).hexdigest()
+        files[f"{key}.npy"] = {"sha256": digest}
+    manifest = {
+        "format": P.STATS_FORMAT,
+        "name": f"toy-{name}",
+        "corpus": "toy",
+        "role": "attacker",
+        "panel": panel,
+        "family": "mfcc-lr",
+        "classes": TOY_CLASSES,
+        "features_kind": "mfcc-functionals",
+        "classifier": {"type": "linear"},
+        "files": files,
+    }
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    return f"toy-{name}"
+
+
+@pytest.fixture
+def panel_root(tmp_path):
+    """One member of every kind: dev and final ONNX, dev and final statistics, adaptive, and a
+    pre-panel attacker (no "panel" key: counts as dev)."""
+    root = tmp_path / "artifacts"
+    members = {
+        "dev": [
+            _onnx_member(root, "attacker-dev-lin-s0", 1, panel="dev", family="lin"),
+            _stats_member(root, "attacker-dev-mfcc-lr-s0", "dev", 2),
+            _onnx_member(root, "attacker-lin-s9", 3),
+        ],
+        "final": [
+            _onnx_member(root, "attacker-final-lin-s1", 4, panel="final", family="lin"),
+            _stats_member(root, "attacker-final-mfcc-lr-s1", "final", 5),
+        ],
+        "adaptive": [
+            _onnx_member(root, "adaptive-lin-s2", 6, role="adaptive", family="lin"),
+        ],
+    }
+    whitebox = build_toy_model(tmp_path / "whitebox", seed=0, name="toy")
+    return root, whitebox, members
+
+
+def _evaluate(panel, root, whitebox):
+    from plainsight.evaluate.run import EvalConfig, evaluate, json_ready
+
+    cfg = EvalConfig(
+        corpus="toy",
+        data="",
+        masker={"model": str(whitebox), "objective": "neutral", **TOY_MASKER},
+        asr=False,
+        curves=False,
+        progress=False,
+        clips=toy_clips(3),
+        panel=panel,
+        panel_root=root,
+    )
+    return json_ready(evaluate(cfg))
+
+
+@pytest.mark.parametrize(
+    ("panel", "groups"),
+    [("dev", ["dev"]), ("final", ["final", "adaptive"]), ("all", ["dev", "final", "adaptive"])],
+)
+def test_evaluate_panel_scores_every_member_of_that_panel(panel_root, panel, groups):
+    root, whitebox, members = panel_root
+    result = _evaluate(panel, root, whitebox)
+    expected = sorted(name for g in groups for name in members[g])
+    assert result["panel"] == panel
+    assert sorted(result["transfer_models"]) == expected
+    for condition in ("clean", "masked", "noise"):
+        reports = result["transfer"][condition]
+        assert sorted(reports) == expected
+        assert all(r["n"] == 3 for r in reports.values())
+    roles = result["transfer_models"]
+    assert roles.get("toy-attacker-lin-s9", "dev panel, linear").startswith("dev panel")
+    if "final" in groups:
+        assert roles["toy-attacker-final-mfcc-lr-s1"] == "final panel, mfcc-lr"
+        assert roles["toy-adaptive-lin-s2"] == "adaptive, lin"
+    # The adaptive attacker is reported without a target; every other member has one.
+    targeted = [k for k in result["targets"] if k.startswith("attacker ")]
+    assert sorted(targeted) == sorted(
+        f"attacker {n} UAR <= chance + 10 pts" for n in expected if "adaptive" not in n
+    )
+    assert result["whitebox_models"] == ["toy"]
+
+
+def test_stats_member_scores_are_its_own(panel_root):
+    """The statistics member's masked report is StatsScorer's report of the masked audio."""
+    from plainsight.evaluate.pipeline import mask_clips
+    from plainsight.masker import Masker
+
+    root, whitebox, members = panel_root
+    result = _evaluate("final", root, whitebox)
+    clips = toy_clips(3)
+    masker = Masker(model=str(whitebox), objective="neutral", **TOY_MASKER)
+    masked = mask_clips(masker, clips).audios
+    name = "toy-attacker-final-mfcc-lr-s1"
+    direct = P.StatsScorer(root / name).report(masked, [c.utt.label for c in clips])
+    assert result["transfer"]["masked"][name]["confusion"] == direct["confusion"]
+
+
+def test_empty_panel_is_an_error(tmp_path):
+    whitebox = build_toy_model(tmp_path / "whitebox", seed=0, name="toy")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no final panel members"):
+        _evaluate("final", tmp_path / "empty", whitebox)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--panel", "final", "--attackers", "x"], "exclude each other"),
+        (["--sweep", "--panel", "final"], "only --panel dev"),
+    ],
+)
+def test_panel_cli_refusals_are_one_line(tmp_path, capsys, options, message):
+    from plainsight.cli import main
+
+    (tmp_path / "emodb").mkdir()
+    rc = main(["evaluate", "--corpus", "emodb", "--data", str(tmp_path), *options])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and message in err[0], err
