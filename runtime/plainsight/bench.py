@@ -38,12 +38,15 @@ def worker(
     strength: str,
     model: str = "default",
     start: float | None = None,
+    privacy: str = "mask",
 ) -> dict:
     """Measure in this process; `start` is taken before `import plainsight` when possible."""
     start = time.perf_counter() if start is None else start
     from plainsight.masker import Masker  # timed: import + model load
 
-    masker = Masker(model=model, backend=backend, threads=threads, strength=strength)
+    masker = Masker(
+        model=model, backend=backend, threads=threads, strength=strength, privacy=privacy
+    )
     startup = time.perf_counter() - start
     import resource
 
@@ -68,6 +71,18 @@ def worker(
     stream_cpu_s = time.process_time() - c0
     stream_audio_s = n_hops * stream.hop / masker.sample_rate
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    tier = {"privacy": privacy}
+    if privacy == "neutralize":  # the stage alone, in the stream form, on the same audio
+        from plainsight.neutralize import Neutralizer
+
+        stage = Neutralizer(masker.sample_rate, masker.neutralize_strength)
+        c0 = time.process_time()
+        for i in range(n_hops):
+            stage.process(audio[i * stream.hop : (i + 1) * stream.hop])
+        stage_cpu_s = time.process_time() - c0
+        tier["neutralize_strength"] = masker.neutralize_strength
+        tier["neutralize_stream_rtf_cpu"] = round(stage_cpu_s / stream_audio_s, 5)
+        tier["stream_latency_ms"] = round(1000 * stream.latency_samples / masker.sample_rate, 1)
     settings = masker.settings()
     calls = 1 + settings["steps"] if settings["objective"] == "untargeted" else settings["steps"]
     audio_s = len(audio) / masker.sample_rate
@@ -88,6 +103,7 @@ def worker(
         "stream_ms_per_hop": round(1000 * stream.busy_s / n_hops, 2),
         "peak_rss_mb": round(peak_rss_mb, 1),
         "numpy": np.__version__,
+        **tier,
     }
 
 
@@ -98,21 +114,23 @@ def run_all(
     hop_ms: float = 250.0,
     strength: str = "medium",
     model: str = "default",
+    tiers=("mask",),
 ) -> list[dict]:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     results = []
     for backend in backends:
-        cmd = [
-            sys.executable, "-c", _WORKER_CODE, "--worker", backend,
-            "--threads", str(threads), "--seconds", str(seconds), "--hop-ms", str(hop_ms),
-            "--strength", strength, "--model", model,
-        ]  # fmt: skip
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-        if proc.returncode != 0:
-            lines = (proc.stderr or proc.stdout).strip().splitlines() or ["no output"]
-            results.append({"backend": backend, "error": lines[-1]})
-            continue
-        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        for privacy in tiers:
+            cmd = [
+                sys.executable, "-c", _WORKER_CODE, "--worker", backend,
+                "--threads", str(threads), "--seconds", str(seconds), "--hop-ms", str(hop_ms),
+                "--strength", strength, "--model", model, "--privacy", privacy,
+            ]  # fmt: skip
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+            if proc.returncode != 0:
+                lines = (proc.stderr or proc.stdout).strip().splitlines() or ["no output"]
+                results.append({"backend": backend, "privacy": privacy, "error": lines[-1]})
+                continue
+            results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     return results
 
 
@@ -133,6 +151,7 @@ def _worker_main(argv: list[str], start: float | None = None) -> int:
     parser.add_argument("--hop-ms", type=float, default=250.0)
     parser.add_argument("--strength", default="medium")
     parser.add_argument("--model", default="default")
+    parser.add_argument("--privacy", default="mask")
     args = parser.parse_args(argv)
     print(
         json.dumps(
@@ -144,6 +163,7 @@ def _worker_main(argv: list[str], start: float | None = None) -> int:
                 args.strength,
                 args.model,
                 start,
+                args.privacy,
             )
         )
     )

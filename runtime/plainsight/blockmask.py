@@ -1,7 +1,9 @@
 """Masking in bounded memory: read, resample, mask and hand out audio block by block.
 
 `Masker.mask` (arrays) and `plainsight mask` (files) both run this one engine, so a file
-masked in blocks equals the same audio masked in memory. What is held at once:
+masked in blocks equals the same audio masked in memory. Under the `neutralize` privacy tier
+the source is first wrapped in NeutralizedSource, so the mask (and its budget) works on the
+neutralised audio. What is held at once:
 - the 16 kHz mix of one optimisation segment (SEGMENT_WINDOWS model windows, 32 s), its
   budget and perturbation (a few MB whatever the file's length);
 - the perturbation of one block of BLOCK_SECONDS at the input rate (one channel), and at
@@ -29,6 +31,7 @@ from plainsight.resample import kernel_half_width, resample
 
 BLOCK_SECONDS = 2  # perturbation block at the input rate; divides the 32 s segments
 CHUNK_FRAMES = 1 << 15  # most frames of all channels held at once (96 kHz x 6 ch: 1.5 MB f64)
+NEUTRAL_KEEP_S = 40  # neutralised audio kept for BlockMasker's reads (one segment + context)
 
 
 class Source:
@@ -48,6 +51,85 @@ class Source:
         if a < b:
             out[a - start : b - start] = self._read(a, b)
         return out
+
+
+class NeutralizedSource(Source):
+    """`source` after plainsight.neutralize (the `neutralize` privacy tier), read in order.
+
+    Two passes first: the channels' signs (as the mask mixes them) and the clip's medians of
+    F0, level and tilt (the reference the cues are pulled toward). Then the stream form runs
+    ahead of the reads; the last NEUTRAL_KEEP_S seconds are kept, which covers every read
+    BlockMasker makes (one 32 s segment plus resampling context). A read further back
+    restarts from the beginning (slow, never wrong)."""
+
+    def __init__(self, source: Source, strength: float):
+        from plainsight.neutralize import aligned_weights, reference_from
+
+        self.source = source
+        self.frames, self.channels = source.frames, source.channels
+        self.sample_rate = source.sample_rate
+        wide = getattr(source, "dtype", np.float32) != np.float32
+        self.dtype = np.float64 if wide else np.float32
+        self.strength = strength
+        gram = np.zeros((self.channels, self.channels))
+        if self.channels > 1:
+            for a in range(0, self.frames, CHUNK_FRAMES):
+                x = source.read(a, min(a + CHUNK_FRAMES, self.frames)).astype(np.float64)
+                gram += x.T @ x
+        else:
+            gram[0, 0] = 1.0
+        self.weights = aligned_weights(gram)
+        self.reference = reference_from(*self._features(), self.sample_rate)
+        self._restart()
+
+    def _features(self):
+        """F0 / level / tilt of every frame of the mix, read a chunk of frames at a time."""
+        from plainsight.neutralize import Geometry, analyse
+
+        geo = Geometry(self.sample_rate)
+        count = -(-self.frames // geo.hop)
+        out = [[], [], []]
+        step = 1024  # frames per read
+        for k0 in range(0, count, step):
+            k1 = min(k0 + step, count)
+            a = k0 * geo.hop - geo.half
+            mix = self.source.read(a, k1 * geo.hop + geo.half).astype(np.float64) @ self.weights
+            starts = (np.arange(k0, k1) * geo.hop - geo.half - a)[:, None]
+            for b in range(0, k1 - k0, 32):
+                index = starts[b : b + 32] + np.arange(geo.frame)[None, :]
+                for store, values in zip(out, analyse(mix[index], geo), strict=True):
+                    store.append(values.astype(np.float32))
+        return tuple(np.concatenate(v).astype(np.float64) for v in out)
+
+    def _restart(self) -> None:
+        from plainsight.neutralize import Neutralizer
+
+        self.engine = Neutralizer(
+            self.sample_rate, self.strength, self.channels, self.reference, self.weights
+        )
+        self.fed = 0  # input frames given to the engine (past the end: zeros, the flush)
+        self.cache = np.zeros((0, self.channels), self.dtype)
+        self.cache_start = 0
+
+    def _read(self, start: int, stop: int) -> np.ndarray:
+        if start < self.cache_start:
+            self._restart()
+        delay = self.engine.delay
+        step = max(CHUNK_FRAMES // max(1, self.channels), 4096)
+        while self.cache_start + len(self.cache) < stop:
+            y = self.engine.process(self.source.read(self.fed, self.fed + step).astype(np.float64))
+            first = self.fed - delay  # output time of y[0]
+            self.fed += step
+            if first + len(y) <= 0:
+                continue
+            y = y[max(0, -first) :]
+            self.cache = np.concatenate([self.cache, y.astype(self.dtype)])
+            keep = int(NEUTRAL_KEEP_S * self.sample_rate)
+            drop = max(0, min(len(self.cache) - keep, start - self.cache_start))
+            if drop > 0:
+                self.cache = self.cache[drop:]
+                self.cache_start += drop
+        return self.cache[start - self.cache_start : stop - self.cache_start]
 
 
 class ArraySource(Source):
@@ -125,6 +207,8 @@ class BlockMasker:
     after: Emotion = field(default_factory=Emotion)
 
     def __post_init__(self):
+        if getattr(self.masker, "privacy", "mask") == "neutralize":
+            self.source = NeutralizedSource(self.source, self.masker.neutralize_strength)
         m, src = self.masker, self.source
         self.rate16, self.window = m.sample_rate, m.window
         self.n16 = model_length(src.frames, src.sample_rate, self.rate16)

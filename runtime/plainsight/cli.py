@@ -102,9 +102,46 @@ def add_engine_arguments(parser: argparse.ArgumentParser, masking: bool = True) 
     )
 
 
+def add_privacy_arguments(parser: argparse.ArgumentParser, stream: bool = False) -> None:
+    """--privacy mask|neutralize and --neutralize-strength (mask and stream)."""
+    from plainsight.masker import DEFAULT_PRIVACY, PRIVACY_TIERS
+    from plainsight.neutralize import DEFAULT_STRENGTH, HOP_S, Geometry, check_strength
+
+    def strength(text: str) -> float:
+        try:
+            return check_strength(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    ahead_ms = 1000 * Geometry(16000).delay / 16000
+    latency = f" (adds {ahead_ms:g} ms of look-ahead to the stream's latency)" if stream else ""
+    group = parser.add_argument_group("privacy tier")
+    group.add_argument(
+        "--privacy",
+        choices=list(PRIVACY_TIERS),
+        default=DEFAULT_PRIVACY,
+        help="mask: the adversarial perturbation alone (imperceptible; hides emotion from "
+        "the model family it was computed on); neutralize: flatten pitch contour, loudness "
+        "dynamics and vocal effort toward the speaker's median first, then mask (the voice "
+        f"sounds calmer){latency}. Default {DEFAULT_PRIVACY}",
+    )
+    group.add_argument(
+        "--neutralize-strength",
+        type=strength,
+        default=None,
+        metavar="S",
+        help=f"0 (unchanged) .. 1 (flat at the median), default {DEFAULT_STRENGTH:g}; "
+        f"needs --privacy neutralize (analysis hop {1000 * HOP_S:g} ms)",
+    )
+
+
 def masker_from_args(args):
     from plainsight.masker import Masker
 
+    privacy = getattr(args, "privacy", "mask")
+    strength = getattr(args, "neutralize_strength", None)
+    if strength is not None and privacy != "neutralize":
+        raise ValueError("--neutralize-strength needs --privacy neutralize")
     return Masker(
         model=args.model,
         backend=args.backend,
@@ -116,6 +153,8 @@ def masker_from_args(args):
         objective=args.mask_target,
         envelope=args.mask_envelope,
         strength=args.mask_strength,
+        privacy=privacy,
+        neutralize_strength=strength,
     )
 
 

@@ -1,6 +1,7 @@
 """Measure speed on this machine: real-time factor (processing s per audio s) of `mask`
 at default settings and of `stream`, peak RSS, and import + model-load time, for each
-installed backend, each in a fresh process.
+installed backend, each in a fresh process. `--privacy neutralize` (or both) measures the
+neutralize tier (neutralize + mask) and the neutralize stage alone.
 """
 
 from __future__ import annotations
@@ -24,6 +25,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("--hop-ms", type=float, default=250.0, help="stream hop")
     parser.add_argument("--model", default="default", help="model (see plainsight mask --help)")
     parser.add_argument("--mask-strength", choices=list(STRENGTHS), default=DEFAULT_STRENGTH)
+    parser.add_argument(
+        "--privacy",
+        choices=["mask", "neutralize", "both"],
+        default="mask",
+        help="privacy tier to measure (both: one row each; default mask)",
+    )
 
 
 def run(args) -> int:
@@ -34,8 +41,9 @@ def run(args) -> int:
     if not backends:
         raise ImportError("no inference backend installed: pip install onnxruntime")
     load_before = os.getloadavg()[0]
+    tiers = ("mask", "neutralize") if args.privacy == "both" else (args.privacy,)
     results = run_all(
-        backends, args.threads, args.seconds, args.hop_ms, args.mask_strength, args.model
+        backends, args.threads, args.seconds, args.hop_ms, args.mask_strength, args.model, tiers
     )
     machine = {"cpus": os.cpu_count(), "loadavg_1min": [load_before, os.getloadavg()[0]]}
     for result in results:
@@ -57,7 +65,14 @@ def run(args) -> int:
             f"{r['backend']} ({r['threads']} thread, {'+'.join(s['models'])}, {s['method']} "
             f"{s['steps']} steps, {r['model_calls_per_window']} model calls per window, "
             f"{r['mask_windows_per_audio_s']} windows per audio s, {s['objective']}, "
-            f"strength {s['strength']}):"
+            f"strength {s['strength']}, privacy {r.get('privacy', 'mask')}"
+            + (
+                f" {r['neutralize_strength']:g}; the neutralize stage alone: stream rtf cpu "
+                f"{r['neutralize_stream_rtf_cpu']}, stream latency {r['stream_latency_ms']} ms"
+                if r.get("privacy") == "neutralize"
+                else ""
+            )
+            + "):"
         )
         for key, unit in (
             ("mask_rtf", f"  (cpu time: {r['mask_rtf_cpu']})"),

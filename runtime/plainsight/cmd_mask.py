@@ -3,6 +3,8 @@
 IN and OUT are files, or directories (recursive; files already in OUT are skipped, so an
 interrupted run resumes). WAV, FLAC or OGG in, the same format, rate, channels and length
 out. Nothing is written unless masking succeeded; the input is never touched.
+With --privacy neutralize the audio is neutralised first (pitch contour, loudness dynamics
+and spectral tilt pulled toward the clip's own medians), then masked.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from plainsight.cli import add_engine_arguments
+from plainsight.cli import add_engine_arguments, add_privacy_arguments
 
 
 def add_arguments(parser) -> None:
@@ -24,6 +26,7 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--overwrite", action="store_true", help="directories: redo files already in OUT"
     )
+    add_privacy_arguments(parser)
     add_engine_arguments(parser)
 
 
@@ -80,13 +83,17 @@ def _summary(result: dict) -> str:
     before, after = result["before"], result["after"]
     classes = before["classes"]
     was = classes.index(before["label"])
+    tier = ""
+    if result.get("privacy") == "neutralize":
+        tier = f"neutralized (strength {result['neutralize_strength']:g}), then "
     text = (
-        f"{result['output']}: emotion before {before['label']} {before['overall'][was]:.2f}"
+        f"{result['output']}: {tier}emotion before {before['label']} {before['overall'][was]:.2f}"
         f" -> after {after['label']} {after['overall'][classes.index(after['label'])]:.2f}"
     )
     if after["label"] != before["label"]:
         text += f" ({before['label']} now {after['overall'][was]:.2f})"
-    text += f"; SNR {result['snr_db']:.1f} dB (as written)"
+    against = " vs the neutralized audio" if tier else ""
+    text += f"; SNR {result['snr_db']:.1f} dB (as written{against})"
     if result["above_full_scale"]:
         text += "; peaks above full scale kept"
     if result["limited_samples"]:
@@ -135,11 +142,16 @@ def mask_file(masker, src: Path, dst: Path) -> dict:
                 limited += cut
                 peak = max(peak, float(np.abs(x).max()))
             took = time.perf_counter() - start
-            written = verify_written(source, out.finish(), quantiser.lsb, dst)
+            # against what the mask got: under neutralize the neutralised audio (re-made
+            # from the start, so this check costs one more neutralize pass)
+            written = verify_written(engine.source, out.finish(), quantiser.lsb, dst)
             out.commit()
     finally:
         source.close()
     seconds = info.frames / info.sample_rate
+    tier = {}
+    if getattr(masker, "privacy", "mask") != "mask":  # mask-tier records stay as they were
+        tier = {"privacy": masker.privacy, "neutralize_strength": masker.neutralize_strength}
     emotion = {}
     if not written["silent"]:
         spec, classes = masker.specs[0], list(masker.classes)
@@ -164,6 +176,7 @@ def mask_file(masker, src: Path, dst: Path) -> dict:
         "limited_samples": limited,
         "seconds": round(took, 4),
         "rtf": round(took / seconds, 5),
+        **tier,
         **emotion,
     }
 

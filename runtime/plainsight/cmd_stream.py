@@ -3,14 +3,21 @@
     arecord -f S16_LE -r 16000 -c 1 -t raw | plainsight stream | <assistant input>
 
 Causal: each hop (default 250 ms) is perturbed with the model window that ends with it,
-so the added latency is one hop. Fails closed: if the model cannot load or run, or a hop
-with signal would go out unchanged, raw audio is never forwarded (default: exit non-zero;
---on-error silence: write zeros instead).
+so the added latency is one hop (plus 80 ms of look-ahead with --privacy neutralize, whose
+first 80 ms out are silence and whose last 80 ms in are not sent). Fails closed: if the
+model or the neutralize stage cannot load or run, or a hop with signal would go out
+unchanged, raw audio is never forwarded (default: exit non-zero; --on-error silence:
+write zeros instead).
 """
 
 from __future__ import annotations
 
-from plainsight.cli import add_engine_arguments, bounded_float, bounded_int
+from plainsight.cli import (
+    add_engine_arguments,
+    add_privacy_arguments,
+    bounded_float,
+    bounded_int,
+)
 
 
 def add_arguments(parser) -> None:
@@ -41,6 +48,7 @@ def add_arguments(parser) -> None:
         "last_error, ...), "
         "rewritten atomically every ~2 s",
     )
+    add_privacy_arguments(parser, stream=True)
     add_engine_arguments(parser)
 
 

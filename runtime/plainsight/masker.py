@@ -49,6 +49,11 @@ MIN_EPS = 1.0 / 32768.0
 MAX_SNR_DB = 80.0
 # More steps only burn time: the presets use 10, and the cost grows linearly with steps.
 MAX_STEPS = 1000
+# Privacy tiers: "mask" = the adversarial perturbation alone (imperceptible); "neutralize" =
+# flatten pitch contour, loudness dynamics and spectral tilt first (plainsight.neutralize),
+# then the same perturbation computed on the neutralised audio.
+PRIVACY_TIERS = ("mask", "neutralize")
+DEFAULT_PRIVACY = "mask"
 
 
 def window_starts(length: int, width: int, hop: int) -> np.ndarray:
@@ -104,9 +109,25 @@ class Masker:
         batch: int = BATCH,
         overlap: bool = True,
         progress=None,
+        privacy: str = DEFAULT_PRIVACY,
+        neutralize_strength: float | None = None,
     ):
         """`progress`, if given, is called as progress(step, steps) after every attack step
-        (so `steps` times per optimised segment or stream hop): a hook for long work."""
+        (so `steps` times per optimised segment or stream hop): a hook for long work.
+        `privacy="neutralize"` runs plainsight.neutralize before the mask, with
+        `neutralize_strength` in [0, 1] (default plainsight.neutralize.DEFAULT_STRENGTH)."""
+        if privacy not in PRIVACY_TIERS:
+            raise ValueError(f"privacy must be one of {list(PRIVACY_TIERS)}, got {privacy!r}")
+        self.privacy = privacy
+        self.neutralize_strength = None
+        if privacy == "neutralize":
+            from plainsight.neutralize import DEFAULT_STRENGTH as NEUTRAL
+            from plainsight.neutralize import check_strength
+
+            strength_n = NEUTRAL if neutralize_strength is None else neutralize_strength
+            self.neutralize_strength = check_strength(strength_n)
+        elif neutralize_strength is not None:
+            raise ValueError("neutralize_strength only applies to privacy='neutralize'")
         if strength not in STRENGTHS:
             raise ValueError(f"strength must be one of {list(STRENGTHS)}, got {strength!r}")
         preset = STRENGTHS[strength]
@@ -185,7 +206,10 @@ class Masker:
         return self.members[0].spec.classes
 
     def settings(self) -> dict:
-        return {
+        tier = {}  # only outside the default tier: mask settings (and cache keys) stay as they were
+        if self.privacy != DEFAULT_PRIVACY:
+            tier = {"privacy": self.privacy, "neutralize_strength": self.neutralize_strength}
+        return tier | {
             "models": [m.spec.name for m in self.members],
             "backend": self.backend,
             "threads": self.threads,
@@ -324,7 +348,9 @@ class Masker:
         """Masked copy of `audio` ([N] or [N, channels], float), same shape and rate.
 
         The same engine as `plainsight mask` on files (plainsight.blockmask). A sample within
-        full scale stays within it; a sample beyond (float audio) keeps its magnitude."""
+        full scale stays within it; a sample beyond (float audio) keeps its magnitude. Under
+        privacy="neutralize" the audio is neutralised first (toward the clip's own medians),
+        then masked; the limits then apply to the neutralised audio."""
         from plainsight.blockmask import ArraySource, BlockMasker
 
         audio = self._checked(audio, sample_rate)

@@ -2,8 +2,10 @@
 
 Each hop of new samples is perturbed using the model window that ends with it: the
 already-masked past (what listeners got) plus the new raw hop; only the new hop is
-changed. Processing happens only on whole hops (or the remainder at EOF/SIGTERM), so the
-output is a pure function of the sample sequence, whatever the chunking of stdin.
+changed. Under the `neutralize` privacy tier each hop first goes through the causal
+Neutralizer (output delayed by its look-ahead, 80 ms), and the mask works on that.
+Processing happens only on whole hops (or the remainder at EOF/SIGTERM), so the output
+is a pure function of the sample sequence, whatever the chunking of stdin.
 """
 
 from __future__ import annotations
@@ -76,10 +78,22 @@ class StreamProcessor:
         self.delta16 = np.zeros(window, np.float32)  # perturbation already sent
         self.seen16 = 0
         self.pending = np.zeros(0, "<i2")
+        self.neutralizer = None
+        if getattr(masker, "privacy", "mask") == "neutralize":
+            from plainsight.neutralize import Neutralizer
+
+            self.neutralizer = Neutralizer(self.rate, masker.neutralize_strength)
         self.frames = 0
         self.busy_s = 0.0
         fail_after = os.environ.get(FAIL_AFTER_ENV)
         self._fail_after = int(fail_after) if fail_after else None
+
+    @property
+    def latency_samples(self) -> int:
+        """Added latency at `rate`: one hop, plus the neutralize look-ahead under that tier
+        (the first `delay` output samples are silence, the last `delay` input samples are
+        never sent)."""
+        return self.hop + (self.neutralizer.delay if self.neutralizer is not None else 0)
 
     @property
     def same_rate(self) -> bool:
@@ -106,6 +120,8 @@ class StreamProcessor:
         n = len(pcm)
         padded_len = -(-n // self.unit) * self.unit  # a short last hop is padded with zeros
         padded = np.pad(np.asarray(pcm, "<i2"), (0, padded_len - n))
+        if self.neutralizer is not None:  # the mask works on the neutralised hop
+            padded = to_pcm(self.neutralizer.process(padded / SCALE))
         new = padded.astype(np.float32) / SCALE
         n16 = self._ingest(new)
         if self._fail_after is not None and self.frames > self._fail_after:
@@ -126,6 +142,9 @@ class StreamProcessor:
         self.busy_s += time.perf_counter() - start
         if np.any(pcm) and np.array_equal(out[:n], pcm):
             raise UnmaskedHopError(f"hop {self.frames} has signal but masking left it unchanged")
+        neutral = padded[:n]
+        if self.neutralizer is not None and np.any(neutral) and np.array_equal(out[:n], neutral):
+            raise UnmaskedHopError(f"hop {self.frames} has signal but the mask left it unchanged")
         return out[:n]
 
     @property
