@@ -119,9 +119,15 @@ def test_evaluate_panel_scores_every_member_of_that_panel(panel_root, panel, gro
     # The adaptive attacker is reported without a target; every other member has one.
     targeted = [k for k in result["targets"] if k.startswith("attacker ")]
     assert sorted(targeted) == sorted(
-        f"attacker {n} UAR <= chance + 10 pts" for n in expected if "adaptive" not in n
+        f"attacker {n} UAR <= chance + 10 pts and >= 15 pts below noise control"
+        for n in expected
+        if "adaptive" not in n
     )
     assert result["whitebox_models"] == ["toy"]
+    for key in targeted:  # both halves of the issue-9 attacker target decide "ok"
+        t = result["targets"][key]
+        within = t["value"] <= t["limit"] + 1e-12
+        assert t["ok"] == (within and t["beats_noise_by"] >= 0.15 - 1e-12)
 
 
 def test_stats_member_scores_are_its_own(panel_root):

@@ -52,7 +52,8 @@ DEFAULT_CODEC_ASR_LIMIT = 14  # Whisper clips (clean, masked) per extra codec of
 TARGETS = {
     "whitebox_uar_band": 0.03,
     "attacker_uar_over_chance": 0.10,
-    "wer_increase": 0.02,
+    "attacker_below_noise": 0.15,  # issue 9 section 3: and 15 points below its noise control
+    "wer_increase": 0.01,  # issue 9 section 3 (was 2 points before)
     "median_snr_db": 35.0,
     "median_pesq_wb": 3.5,
     "median_stoi": 0.95,
@@ -439,16 +440,17 @@ def check_targets(result: dict) -> dict:
         if str(result.get("transfer_models", {}).get(name, "")).startswith("adaptive"):
             continue  # issue 9: the adaptive attacker is reported plainly, no target yet
         noise = result["transfer"]["noise"][name]["uar"]
-        out[f"attacker {name} UAR <= chance + 10 pts"] = {
+        out[f"attacker {name} UAR <= chance + 10 pts and >= 15 pts below noise control"] = {
             "value": rep["uar"],
             "limit": chance + TARGETS["attacker_uar_over_chance"],
-            "ok": rep["uar"] <= chance + TARGETS["attacker_uar_over_chance"],
+            "ok": rep["uar"] <= chance + TARGETS["attacker_uar_over_chance"]
+            and noise - rep["uar"] >= TARGETS["attacker_below_noise"],
             "noise_control_uar": noise,
             "beats_noise_by": noise - rep["uar"],
         }
     if "asr" in result:
         inc = result["asr"]["masked"]["wer"] - result["asr"]["clean"]["wer"]
-        out["WER increase <= 2 pts"] = {
+        out["WER increase <= 1 pt"] = {
             "value": inc,
             "limit": TARGETS["wer_increase"],
             "ok": inc <= TARGETS["wer_increase"],
