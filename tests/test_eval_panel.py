@@ -166,3 +166,43 @@ def test_panel_cli_refusals_are_one_line(tmp_path, capsys, options, message):
     rc = main(["evaluate", "--corpus", "emodb", "--data", str(tmp_path), *options])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and message in err[0], err
+
+
+def test_evaluate_passes_the_privacy_tier_to_the_masker(tmp_path):
+    """--privacy neutralize reaches Masker: the settings and report say so, and the masked
+    clips differ from the mask tier's (neutralising moves far more than the L-inf budget)."""
+    from plainsight.evaluate.report import markdown
+    from plainsight.evaluate.run import EvalConfig, evaluate, json_ready
+
+    whitebox = build_toy_model(tmp_path / "whitebox", seed=0, name="toy")
+    snrs = {}
+    for privacy, extra in (("mask", {}), ("neutralize", {"neutralize_strength": 1.0})):
+        cfg = EvalConfig(
+            corpus="toy",
+            data="",
+            masker={"model": str(whitebox), "objective": "neutral", "privacy": privacy}
+            | extra
+            | TOY_MASKER,
+            asr=False,
+            curves=False,
+            progress=False,
+            clips=toy_clips(2),
+            attackers=str(whitebox),
+        )
+        result = json_ready(evaluate(cfg))
+        snrs[privacy] = result["quality"]["masked"]["snr_db"]["median"]
+        assert result["masker"].get("privacy", "mask") == privacy
+        assert ("privacy tier neutralize (strength 1)" in markdown(result, "cmd")) == (
+            privacy == "neutralize"
+        )
+    assert snrs["neutralize"] < snrs["mask"] - 3, snrs
+
+
+def test_neutralize_strength_needs_the_neutralize_tier(tmp_path, capsys):
+    from plainsight.cli import main
+
+    (tmp_path / "emodb").mkdir()
+    argv = ["evaluate", "--corpus", "emodb", "--data", str(tmp_path)]
+    rc = main([*argv, "--neutralize-strength", "0.5"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "needs --privacy neutralize" in err[0], err

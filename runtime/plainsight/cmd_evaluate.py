@@ -21,7 +21,7 @@ EXIT_USAGE = 2
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from plainsight.cli import add_engine_arguments
+    from plainsight.cli import add_engine_arguments, add_privacy_arguments
 
     parser.add_argument(
         "--corpus", choices=["emodb", "ravdess"], help="required unless --summarize"
@@ -114,6 +114,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--sweep-asr-limit", type=int, default=0, help="clips for WER per sweep row (0: none)"
     )
     add_engine_arguments(parser, masking=True)
+    add_privacy_arguments(parser)
     parser.set_defaults(model=None)
 
 
@@ -129,6 +130,8 @@ def masker_kwargs(args) -> dict:
         "objective": args.mask_target,
         "envelope": args.mask_envelope,
         "strength": args.mask_strength,
+        "privacy": args.privacy,
+        "neutralize_strength": args.neutralize_strength,
     }
 
 
@@ -196,6 +199,11 @@ def run(args) -> int:
         return EXIT_USAGE
     if args.sweep and (args.path != "mask" or args.codec != "none"):
         print("plainsight evaluate: --sweep measures --path mask without codec", file=sys.stderr)
+        return EXIT_USAGE
+    if args.neutralize_strength is not None and args.privacy != "neutralize":
+        print(
+            "plainsight evaluate: --neutralize-strength needs --privacy neutralize", file=sys.stderr
+        )
         return EXIT_USAGE
     if args.panel and args.attackers:
         print("plainsight evaluate: --panel and --attackers exclude each other", file=sys.stderr)

@@ -84,7 +84,9 @@ def markdown(result: dict, command: str) -> str:
         f"- Masker: models {m['models']}, backend {m['backend']}, {m['threads']} thread(s), "
         f"method {m['method']}, steps {m['steps']}, "
         + (f"eps {m['eps']}" if m.get("eps") is not None else f"SNR budget {m['snr_db']} dB")
-        + f", objective {m['objective']}, envelope {m['envelope']}.",
+        + f", objective {m['objective']}, envelope {m['envelope']}"
+        + privacy_note(m)
+        + ".",
         f"- Chance UAR: {pct(chance)} %. Masking real-time factor: {result['rtf']:.4f} "
         "(processing seconds per audio second, whole evaluation loop).",
         f"- Output lengths equal input lengths: {result['lengths_equal']}.",
@@ -161,6 +163,13 @@ def markdown(result: dict, command: str) -> str:
         lines += ["", *curve_tables(result)]
     lines += ["", f"Total time: {result['seconds']:.0f} s.", ""]
     return "\n".join(lines)
+
+
+def privacy_note(settings: dict) -> str:
+    """', privacy tier neutralize (strength S)' when the masker neutralised first."""
+    if settings.get("privacy", "mask") == "mask":
+        return ""
+    return f", privacy tier {settings['privacy']} (strength {settings['neutralize_strength']:g})"
 
 
 def path_line(result: dict) -> str:
