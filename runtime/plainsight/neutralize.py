@@ -187,8 +187,9 @@ def measure_reference(mix: np.ndarray, rate: int) -> Reference:
 
 
 def prosody_stats(audio: np.ndarray, rate: int) -> dict:
-    """What the tier acts on, for measurements: F0 std in semitones over voiced frames, level
-    std in dB over active frames, tilt std in dB over active frames, median F0 in Hz."""
+    """What the tier acts on, for measurements: F0 std in semitones over voiced frames (and
+    its robust form, IQR / 1.349, which a few octave errors of the tracker cannot dominate),
+    level std in dB over active frames, tilt std in dB over active frames, median F0 in Hz."""
     audio = np.asarray(audio, np.float64)
     mix = audio if audio.ndim == 1 else audio.mean(axis=1)
     period, level, tilt = frame_features(mix, Geometry(int(rate)))
@@ -200,6 +201,9 @@ def prosody_stats(audio: np.ndarray, rate: int) -> dict:
         "voiced_frames": int(voiced.sum()),
         "f0_median_hz": float(math.exp(ref.log_f0)) if voiced.any() else math.nan,
         "f0_std_semitones": float(np.std(semitones)) if voiced.any() else math.nan,
+        "f0_iqr_semitones": float(np.subtract(*np.percentile(semitones, [75, 25])) / 1.349)
+        if voiced.any()
+        else math.nan,
         "level_std_db": float(np.std(level[active])) if active.any() else math.nan,
         "tilt_std_db": float(np.std(tilt[active])) if active.any() else math.nan,
     }
