@@ -44,6 +44,9 @@ final() {
     "${T[@]}" --panel final --corpus ravdess --arch compact --seed 3 --epochs 15 --name attacker-final-compact-s3
     "${T[@]}" --panel final --corpus emodb --arch wav1d --seed 1 --epochs 30 --name attacker-final-wav1d-s1
     "${T[@]}" --panel final --corpus emodb --arch cnn2 --seed 1 --epochs 30 --name attacker-final-cnn2-s1
+    "${T[@]}" --panel final --corpus ravdess --arch crnn --seed 1 --epochs 25 --name attacker-final-crnn-s1
+    "${T[@]}" --panel final --corpus ravdess --arch wav1d --seed 1 --epochs 15 --name attacker-final-wav1d-s1
+    "${T[@]}" --panel final --corpus ravdess --arch cnn2 --seed 1 --epochs 25 --name attacker-final-cnn2-s1
 }
 
 adaptive() {

@@ -206,3 +206,17 @@ def test_neutralize_strength_needs_the_neutralize_tier(tmp_path, capsys):
     rc = main([*argv, "--neutralize-strength", "0.5"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "needs --privacy neutralize" in err[0], err
+
+
+def test_panel_table_has_a_row_and_verdict_per_member(panel_root):
+    from plainsight.evaluate.report import panel_table
+
+    root, whitebox, members = panel_root
+    result = _evaluate("all", root, whitebox)
+    table = panel_table([result])
+    rows = {line.split(" (")[0].strip("| "): line for line in table.splitlines() if "->" in line}
+    assert sorted(rows) == sorted(["toy", *(n for g in members.values() for n in g)])
+    assert rows["toy-adaptive-lin-s2"].rstrip(" |").endswith("| -")  # no target
+    for name in members["final"] + members["dev"]:
+        verdict = rows[name].rstrip(" |").rsplit("| ", 1)[1]
+        assert verdict == "yes" or verdict.startswith("NO (")

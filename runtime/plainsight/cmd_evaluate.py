@@ -147,6 +147,10 @@ def run(args) -> int:
             print(f"plainsight evaluate: cannot read results: {exc}", file=sys.stderr)
             return EXIT_USAGE
         print(summary_table(results), end="")
+        if any(r.get("panel") for r in results):
+            from plainsight.evaluate.report import panel_table
+
+            print("\n" + panel_table([r for r in results if r.get("panel")]), end="")
         if any(r.get("path") == "stream" for r in results):
             from plainsight.evaluate.report import live_path_table
 

@@ -513,3 +513,69 @@ def live_path_table(results: list[dict], codec: str = "opus:24") -> str:
                 f"{dist(q.get('pesq_wb'))} | {dist(q.get('stoi'), 3)} | {r['rtf']:.4f} |"
             )
     return "\n".join(lines + [""] + quality) + "\n"
+
+
+def run_label(result: dict) -> str:
+    """'mask', 'stream', 'stream + opus:24': how the listeners received the clips."""
+    codec = result.get("codec", {}).get("codec", "none")
+    return result.get("path", "mask") + (f" + {codec}" if codec != "none" else "")
+
+
+def panel_verdict(result: dict, name: str) -> str:
+    """Issue 9 section 3 for one attacker of one run: 'yes', 'NO (...)' or '-' (no target)."""
+    target = next(
+        (t for k, t in result["targets"].items() if k.startswith(f"attacker {name} ")), None
+    )
+    if target is None:
+        return "-"
+    if target["ok"]:
+        return "yes"
+    why = []
+    if target["value"] > target["limit"] + 1e-12:
+        why.append(f"{pct(target['value'] - target['limit'])} over chance + 10")
+    if target["beats_noise_by"] < 0.15:
+        why.append(f"only {pct(target['beats_noise_by'])} below noise")
+    return "NO (" + "; ".join(why) + ")"
+
+
+def panel_table(results: list[dict]) -> str:
+    """`--panel` runs of one or more paths/codecs side by side, per corpus: UAR % 'clean ->
+    masked [same-SNR noise control]' (all as the listener heard them), and the issue 9
+    verdict (<= chance + 10 and >= 15 below the noise control) per run."""
+    corpora = list(dict.fromkeys(r["corpus"] for r in results))
+    lines = []
+    for corpus in corpora:
+        runs = [r for r in results if r["corpus"] == corpus]
+        labels = [run_label(r) for r in runs]
+        lines += [
+            f"{corpus} (chance {pct(runs[0]['chance_uar'])}), UAR %, clean -> masked "
+            "[noise control]; ok = issue 9 target met:",
+            "",
+            "| model (role) | " + " | ".join(f"{lab} | ok ({lab})" for lab in labels) + " |",
+            "|---|" + "---|---|" * len(runs),
+        ]
+        names = {}
+        for r in runs:
+            for group in ("whitebox", "transfer"):
+                for name in r[group]["clean"]:
+                    who = "white-box" if group == "whitebox" else r["transfer_models"][name]
+                    names.setdefault(name, (group, who))
+        for name, (group, who) in names.items():
+            cells = []
+            for r in runs:
+                rep = {c: r[group][c].get(name) for c in ("clean", "masked", "noise")}
+                if rep["clean"] is None:
+                    cells += ["n/a", "n/a"]
+                    continue
+                cells.append(
+                    f"{pct(rep['clean']['uar'])} -> {pct(rep['masked']['uar'])} "
+                    f"[{pct(rep['noise']['uar'])}]"
+                )
+                if group == "whitebox":
+                    t = r["targets"].get(f"whitebox {name} UAR within chance +/- 3 pts")
+                    cells.append("-" if t is None else ("yes" if t["ok"] else "NO"))
+                else:
+                    cells.append(panel_verdict(r, name))
+            lines.append(f"| {name} ({who}) | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
