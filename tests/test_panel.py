@@ -230,3 +230,29 @@ def test_panel_module_is_torch_free():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "160"
+
+
+def test_panel_table_lists_every_member_report(tmp_path):
+    """The README table comes from the reports: one row each, adaptive with its masked UAR."""
+    from plainsight_export.panel_table import table
+
+    base = {"arch": "compact", "epochs": 3, "train_time_s": 1.0, "uar": 0.5, "chance_uar": 0.125}
+    reports = {
+        "attacker-dev-cnn2-s0": base | {"panel": "dev", "family": "cnn2"},
+        "attacker-mfcc": base,
+        "adaptive-compact-s2": base
+        | {"role": "adaptive", "uar": 0.4, "test_clean": {"uar": 0.6, "chance_uar": 0.125}},
+        "compact": base,  # the default model is not a panel member
+    }
+    (tmp_path / "ravdess").mkdir()
+    for name, report in reports.items():
+        (tmp_path / "ravdess" / f"{name}.report.json").write_text(
+            json.dumps(report | {"name": name})
+        )
+    rows = table(tmp_path).splitlines()[2:]
+    assert [r.split(" | ")[1:3] for r in rows] == [
+        ["dev", "attacker-dev-cnn2-s0"],
+        ["dev (pre-panel)", "attacker-mfcc"],
+        ["adaptive", "adaptive-compact-s2"],
+    ]
+    assert "60.0 (chance 12.5); on masked test audio 40.0" in rows[2]
