@@ -1,6 +1,7 @@
 """Device performance: multiply-adds per masking step, measured x86 speed, Pi 4 estimate.
 
-    python device/perf_estimate.py [--json] [--seconds 20]     (needs onnx + onnxruntime)
+    python device/perf_estimate.py [--json] [--seconds 20] [--privacy mask|neutralize]
+                                                               (needs onnx + onnxruntime)
 
 1. MACs: every Conv / ConvTranspose / MatMul / Gemm of each bundled model's ONNX graphs,
    with shapes taken from one real run at batch 1 (intermediates exposed as outputs).
@@ -13,6 +14,8 @@
    cycle = 8 FLOP = 4 MAC per cycle -> 6 GMAC/s) times the fraction of peak ORT reaches on
    these graphs on x86 (measured here, against AVX2: 2 x 256-bit FMA per cycle = 16 MAC per
    cycle at the measured clock); numpy time = x86 numpy time x SCALAR_SLOWDOWN.
+   `--privacy neutralize` times the stream hop with the neutralize stage in front of the
+   mask: the stage is numpy, so it lands in the numpy share.
    Emulated (qemu) timings are never used: they say nothing about a device.
 """
 
@@ -110,7 +113,9 @@ def time_graphs(spec, threads: int = 1, repeats: int = 20) -> dict:
     return out
 
 
-def time_stream_hop(strength: str, hop_ms: float, hops: int = 24) -> tuple[float, float]:
+def time_stream_hop(
+    strength: str, hop_ms: float, hops: int = 24, privacy: str = "mask"
+) -> tuple[float, float]:
     """(mean ms per stream hop, mean ms of it outside the model graphs): default model,
     1 thread, onnx. The graph calls are timed inside the same hops, so the split holds
     even when the shared machine slows everything down."""
@@ -118,7 +123,7 @@ def time_stream_hop(strength: str, hop_ms: float, hops: int = 24) -> tuple[float
     from plainsight.masker import Masker
     from plainsight.stream import StreamProcessor, to_pcm
 
-    masker = Masker(backend="onnx", threads=1, strength=strength)
+    masker = Masker(backend="onnx", threads=1, strength=strength, privacy=privacy)
     in_graphs = [0.0]
 
     def timed(run):
@@ -157,17 +162,17 @@ def cpu_ghz() -> float:
     return 2.5
 
 
-def bench(seconds: float) -> dict:
+def bench(seconds: float, privacy: str = "mask") -> dict:
     cmd = [sys.executable, "-m", "plainsight.cli", "bench", "--json", "--backend", "onnx"]
-    cmd += ["--seconds", str(seconds)]
+    cmd += ["--seconds", str(seconds), "--privacy", privacy]
     result = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(result.stdout)["results"][0]
 
 
-def estimate(seconds: float) -> dict:
+def estimate(seconds: float, privacy: str = "mask") -> dict:
     from plainsight.manifest import bundled_models
 
-    bench_result = bench(seconds)
+    bench_result = bench(seconds, privacy)
     steps = bench_result["settings"]["steps"]
     hop_s = bench_result["stream_hop_ms"] / 1000
     ghz = cpu_ghz()
@@ -200,7 +205,9 @@ def estimate(seconds: float) -> dict:
             }
         )
     default = next((m for m in models if m["model"] in bench_result["settings"]["models"]), None)
-    x86_hop_ms, numpy_ms = time_stream_hop(bench_result["settings"]["strength"], 1000 * hop_s)
+    x86_hop_ms, numpy_ms = time_stream_hop(
+        bench_result["settings"]["strength"], 1000 * hop_s, privacy=privacy
+    )
     a72_hop_ms = a72_rtf = conservative_rtf = None
     if default:
         a72_hop_ms = default["a72_graph_ms_per_hop"] + numpy_ms * SCALAR_SLOWDOWN
@@ -232,6 +239,7 @@ def estimate(seconds: float) -> dict:
                     }
                 )
     return {
+        "privacy": privacy,
         "a72_settings": settings_table,
         "x86": {
             "cpu_ghz": ghz,
@@ -268,7 +276,7 @@ def report(r: dict) -> str:
     lines = [
         f"default stream setting: {'+'.join(s['models'])}, {s['method']} {s['steps']} steps "
         f"({s['objective']}: 1 forward + {s['steps']} grad calls per hop), "
-        f"hop {x['bench']['hop_ms']:.0f} ms",
+        f"hop {x['bench']['hop_ms']:.0f} ms, privacy tier {r.get('privacy', 'mask')}",
         "",
         "model            forward MACs   grad MACs    MACs/hop   x86 fwd/grad ms  x86 GMAC/s "
         "(% peak)  A72 graph ms/hop",
@@ -312,8 +320,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--seconds", type=float, default=20.0, help="bench audio length")
+    parser.add_argument("--privacy", choices=["mask", "neutralize"], default="mask")
     args = parser.parse_args(argv)
-    result = estimate(args.seconds)
+    result = estimate(args.seconds, args.privacy)
     print(json.dumps(result, indent=1) if args.json else report(result))
     return 0
 

@@ -283,8 +283,28 @@ def test_masker_neutralize_tier(toy_dir):
         Masker(model=toy_dir, backend="onnx", privacy="bogus")
     with pytest.raises(ValueError, match="strength"):
         Masker(model=toy_dir, backend="onnx", privacy="neutralize", neutralize_strength=2)
-    with pytest.raises(ValueError, match="only applies"):
+    with pytest.raises(ValueError, match="only apply"):
         Masker(model=toy_dir, backend="onnx", neutralize_strength=0.5)
+
+
+def test_a_given_reference_moves_the_medians(toy_dir):
+    """A speaker-level (or fixed) reference: the clip's median F0 and tilt move toward it."""
+    import math
+
+    from plainsight.masker import Masker
+    from plainsight.neutralize import Reference
+
+    audio = voiced(vibrato(3.0, centre=150.0, depth=0.05)).astype(np.float32)
+    own = measure_reference(audio, RATE)
+    target = Reference(log_f0=math.log(125.0), level_db=own.level_db, tilt_db=own.tilt_db - 6)
+    tier = {"privacy": "neutralize", "neutralize_reference": target}
+    masker = Masker(model=toy_dir, backend="onnx", **tier)
+    assert masker.settings()["neutralize_reference"]["log_f0"] == math.log(125.0)
+    for out in (masker.mask(audio, RATE), neutralize(audio, RATE, 0.75, target)):
+        moved = measure_reference(out, RATE)
+        f0 = math.exp(moved.log_f0)
+        assert abs(f0 - 150.0 * (125.0 / 150.0) ** 0.75) < 4.0, f0
+        assert moved.tilt_db < own.tilt_db - 2.5
 
 
 def test_stream_processor_neutralize_tier(toy_dir):
@@ -423,3 +443,88 @@ def test_neutralize_runs_without_torch():
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "ok"
+
+
+# ----- real speech (corpus) ------------------------------------------------------------------
+STAT_KEYS = ("f0_std_semitones", "f0_iqr_semitones", "level_std_db", "tilt_std_db")
+
+
+def corpus_clips(limit: int = 20):
+    """The first `limit` EmoDB test-speaker clips (03, 08) in class-balanced order."""
+    import os
+
+    data = os.environ.get("PLAINSIGHT_DATA")
+    if not data:
+        pytest.skip("PLAINSIGHT_DATA not set: this test reads EmoDB test-speaker clips")
+    from plainsight.evaluate.pipeline import test_clips
+
+    return test_clips(data, "emodb", limit)
+
+
+def prosody_table(clips, strengths=(0.0, 0.5, 0.75, 1.0)) -> dict:
+    """Per strength: mean over clips of each prosody statistic, and of |median F0 change|."""
+    table = {}
+    for strength in strengths:
+        rows, shifts = [], []
+        for clip in clips:
+            before = prosody_stats(clip.audio, RATE)
+            after = prosody_stats(neutralize(clip.audio, RATE, strength), RATE)
+            rows.append([after[k] for k in STAT_KEYS])
+            shifts.append(abs(np.log2(after["f0_median_hz"] / before["f0_median_hz"])) * 12)
+        table[strength] = dict(zip(STAT_KEYS, np.nanmean(rows, axis=0), strict=True))
+        table[strength]["median_f0_shift_semitones"] = float(np.mean(shifts))
+    return table
+
+
+@pytest.mark.corpus
+def test_real_speech_prosody_is_flattened():
+    """20 EmoDB test-speaker clips: the default strength cuts the F0 spread and the level
+    spread, keeps the median F0; strength 0 is the identity."""
+    from plainsight.neutralize import DEFAULT_STRENGTH
+
+    clips = corpus_clips(20)
+    table = prosody_table(clips, (0.0, DEFAULT_STRENGTH))
+    clean, neutral = table[0.0], table[DEFAULT_STRENGTH]
+    assert neutral["f0_iqr_semitones"] < 0.5 * clean["f0_iqr_semitones"], table
+    assert neutral["level_std_db"] < 0.8 * clean["level_std_db"], table
+    assert neutral["median_f0_shift_semitones"] < 0.5, table
+    assert clean["median_f0_shift_semitones"] == 0.0
+
+
+if __name__ == "__main__":  # python tests/test_neutralize.py [clips] [--wer N]: the report's table
+    import argparse
+    import time
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("clips", type=int, nargs="?", default=20)
+    parser.add_argument("--wer", type=int, default=0, help="Whisper WER on the first N clips")
+    args = parser.parse_args()
+    clips = corpus_clips(args.clips)
+    seconds = sum(len(c.audio) for c in clips) / RATE
+    start = time.process_time()
+    table = prosody_table(clips)
+    print(f"{len(clips)} EmoDB test-speaker clips ({seconds:.1f} s); means over clips")
+    print("strength | " + " | ".join(STAT_KEYS) + " | median F0 shift (semitones)")
+    for strength, row in table.items():
+        values = [row[k] for k in STAT_KEYS] + [row["median_f0_shift_semitones"]]
+        print(f"{strength:g} | " + " | ".join(f"{v:.2f}" for v in values))
+    if args.wer:
+        from plainsight.evaluate.asr import Transcriber, wer
+        from plainsight.masker import Masker
+
+        subset = clips[: args.wer]
+        whisper = Transcriber()
+        refs = [c.reference for c in subset]
+        conditions = {"clean": lambda a: a}
+        for strength in (0.5, 0.75, 1.0):
+            conditions[f"neutralize {strength:g}"] = lambda a, s=strength: neutralize(a, RATE, s)
+        masker = Masker(privacy="neutralize")
+        conditions["neutralize 0.75 + mask (default tier)"] = lambda a: masker.mask(a, RATE)
+        plain = Masker()
+        conditions["mask only"] = lambda a: plain.mask(a, RATE)
+        for name, run in conditions.items():
+            hyps = [
+                whisper.transcribe(run(c.audio.astype(np.float32)).astype(np.float32), "de")
+                for c in subset
+            ]
+            print(f"WER {name}: {100 * wer(refs, hyps):.1f} % on {len(subset)} clips")

@@ -62,7 +62,7 @@ class NeutralizedSource(Source):
     BlockMasker makes (one 32 s segment plus resampling context). A read further back
     restarts from the beginning (slow, never wrong)."""
 
-    def __init__(self, source: Source, strength: float):
+    def __init__(self, source: Source, strength: float, reference=None):
         from plainsight.neutralize import aligned_weights, reference_from
 
         self.source = source
@@ -79,7 +79,7 @@ class NeutralizedSource(Source):
         else:
             gram[0, 0] = 1.0
         self.weights = aligned_weights(gram)
-        self.reference = reference_from(*self._features(), self.sample_rate)
+        self.reference = reference or reference_from(*self._features(), self.sample_rate)
         self._restart()
 
     def _features(self):
@@ -208,7 +208,10 @@ class BlockMasker:
 
     def __post_init__(self):
         if getattr(self.masker, "privacy", "mask") == "neutralize":
-            self.source = NeutralizedSource(self.source, self.masker.neutralize_strength)
+            m = self.masker
+            self.source = NeutralizedSource(
+                self.source, m.neutralize_strength, m.neutralize_reference
+            )
         m, src = self.masker, self.source
         self.rate16, self.window = m.sample_rate, m.window
         self.n16 = model_length(src.frames, src.sample_rate, self.rate16)

@@ -111,11 +111,15 @@ class Masker:
         progress=None,
         privacy: str = DEFAULT_PRIVACY,
         neutralize_strength: float | None = None,
+        neutralize_reference=None,
     ):
         """`progress`, if given, is called as progress(step, steps) after every attack step
         (so `steps` times per optimised segment or stream hop): a hook for long work.
         `privacy="neutralize"` runs plainsight.neutralize before the mask, with
-        `neutralize_strength` in [0, 1] (default plainsight.neutralize.DEFAULT_STRENGTH)."""
+        `neutralize_strength` in [0, 1] (default plainsight.neutralize.DEFAULT_STRENGTH)
+        and, optionally, `neutralize_reference` (a plainsight.neutralize.Reference: the F0,
+        level and tilt medians to pull toward, e.g. a speaker's; default: each clip's own,
+        or the stream's running medians)."""
         if privacy not in PRIVACY_TIERS:
             raise ValueError(f"privacy must be one of {list(PRIVACY_TIERS)}, got {privacy!r}")
         self.privacy = privacy
@@ -126,8 +130,9 @@ class Masker:
 
             strength_n = NEUTRAL if neutralize_strength is None else neutralize_strength
             self.neutralize_strength = check_strength(strength_n)
-        elif neutralize_strength is not None:
-            raise ValueError("neutralize_strength only applies to privacy='neutralize'")
+        elif neutralize_strength is not None or neutralize_reference is not None:
+            raise ValueError("neutralize_* options only apply to privacy='neutralize'")
+        self.neutralize_reference = neutralize_reference
         if strength not in STRENGTHS:
             raise ValueError(f"strength must be one of {list(STRENGTHS)}, got {strength!r}")
         preset = STRENGTHS[strength]
@@ -209,6 +214,8 @@ class Masker:
         tier = {}  # only outside the default tier: mask settings (and cache keys) stay as they were
         if self.privacy != DEFAULT_PRIVACY:
             tier = {"privacy": self.privacy, "neutralize_strength": self.neutralize_strength}
+            if self.neutralize_reference is not None:
+                tier["neutralize_reference"] = vars(self.neutralize_reference)
         return tier | {
             "models": [m.spec.name for m in self.members],
             "backend": self.backend,

@@ -82,7 +82,9 @@ class StreamProcessor:
         if getattr(masker, "privacy", "mask") == "neutralize":
             from plainsight.neutralize import Neutralizer
 
-            self.neutralizer = Neutralizer(self.rate, masker.neutralize_strength)
+            self.neutralizer = Neutralizer(
+                self.rate, masker.neutralize_strength, reference=masker.neutralize_reference
+            )
         self.frames = 0
         self.busy_s = 0.0
         fail_after = os.environ.get(FAIL_AFTER_ENV)
