@@ -307,6 +307,25 @@ def test_a_given_reference_moves_the_medians(toy_dir):
         assert moved.tilt_db < own.tilt_db - 2.5
 
 
+def test_block_engine_reads_neutralized_audio_in_one_pass(toy_dir):
+    """Several segments (the toy model's are 3.2 s), 44.1 kHz, an inverted channel: the
+    BlockMasker reads never fall behind the neutralised cache (no re-made prefix), and what
+    it reads is the file form's neutralised audio."""
+    from plainsight.blockmask import ArraySource, BlockMasker
+    from plainsight.masker import Masker
+
+    rate = 44100
+    mono = voiced(vibrato(9.0, rate=rate), rate=rate).astype(np.float32)
+    stereo = np.stack([mono, -0.5 * mono], axis=1)
+    masker = Masker(model=toy_dir, backend="onnx", privacy="neutralize")
+    engine = BlockMasker(masker, ArraySource(stereo, rate))
+    seen = np.concatenate([x for _, x, _ in engine.blocks()])
+    assert engine.source.restarts == 0
+    assert len(engine.segments) > 2
+    expected = neutralize(stereo, rate, masker.neutralize_strength)
+    assert np.abs(seen - expected).max() < 1e-6  # float32 storage
+
+
 def test_stream_processor_neutralize_tier(toy_dir):
     from plainsight.masker import Masker
     from plainsight.stream import StreamProcessor, to_pcm

@@ -79,6 +79,7 @@ class NeutralizedSource(Source):
         else:
             gram[0, 0] = 1.0
         self.weights = aligned_weights(gram)
+        self.restarts = 0  # reads further back than the cache (each one re-makes the prefix)
         self.reference = reference or reference_from(*self._features(), self.sample_rate)
         self._restart()
 
@@ -113,6 +114,7 @@ class NeutralizedSource(Source):
 
     def _read(self, start: int, stop: int) -> np.ndarray:
         if start < self.cache_start:
+            self.restarts += 1
             self._restart()
         delay = self.engine.delay
         step = max(CHUNK_FRAMES // max(1, self.channels), 4096)
@@ -123,12 +125,11 @@ class NeutralizedSource(Source):
             if first + len(y) <= 0:
                 continue
             y = y[max(0, -first) :]
-            self.cache = np.concatenate([self.cache, y.astype(self.dtype)])
             keep = int(NEUTRAL_KEEP_S * self.sample_rate)
-            drop = max(0, min(len(self.cache) - keep, start - self.cache_start))
-            if drop > 0:
-                self.cache = self.cache[drop:]
-                self.cache_start += drop
+            drop = max(0, min(len(self.cache) + len(y) - keep, start - self.cache_start))
+            drop = min(drop, len(self.cache))
+            self.cache = np.concatenate([self.cache[drop:], y.astype(self.dtype)])  # one copy
+            self.cache_start += drop
         return self.cache[start - self.cache_start : stop - self.cache_start]
 
 

@@ -182,8 +182,10 @@ def reference_from(period, level, tilt, rate: int) -> Reference:
 
 
 def measure_reference(mix: np.ndarray, rate: int) -> Reference:
-    """The clip's own medians (the file form's reference)."""
-    return reference_from(*frame_features(np.asarray(mix), Geometry(int(rate))), int(rate))
+    """The clip's own medians (the file form's reference). Features pass through float32,
+    as the block path stores them for long files, so both give the same reference."""
+    features = frame_features(np.asarray(mix), Geometry(int(rate)))
+    return reference_from(*(v.astype(np.float32).astype(np.float64) for v in features), int(rate))
 
 
 def prosody_stats(audio: np.ndarray, rate: int) -> dict:
