@@ -22,6 +22,7 @@ with its own sign. For ordinary audio (mono, in-phase stereo) this is the plain 
 from __future__ import annotations
 
 from bisect import bisect_right
+from collections import deque
 from dataclasses import dataclass, field
 from math import gcd
 
@@ -109,8 +110,8 @@ class NeutralizedSource(Source):
             self.sample_rate, self.strength, self.channels, self.reference, self.weights
         )
         self.fed = 0  # input frames given to the engine (past the end: zeros, the flush)
-        self.cache = np.zeros((0, self.channels), self.dtype)
-        self.cache_start = 0
+        self.pieces: deque[tuple[int, np.ndarray]] = deque()  # (start frame, neutralised)
+        self.cache_start = self.cache_end = 0
 
     def _read(self, start: int, stop: int) -> np.ndarray:
         if start < self.cache_start:
@@ -118,19 +119,25 @@ class NeutralizedSource(Source):
             self._restart()
         delay = self.engine.delay
         step = max(CHUNK_FRAMES // max(1, self.channels), 4096)
-        while self.cache_start + len(self.cache) < stop:
+        while self.cache_end < stop:
             y = self.engine.process(self.source.read(self.fed, self.fed + step).astype(np.float64))
             first = self.fed - delay  # output time of y[0]
             self.fed += step
-            if first + len(y) <= 0:
-                continue
-            y = y[max(0, -first) :]
-            keep = int(NEUTRAL_KEEP_S * self.sample_rate)
-            drop = max(0, min(len(self.cache) + len(y) - keep, start - self.cache_start))
-            drop = min(drop, len(self.cache))
-            self.cache = np.concatenate([self.cache[drop:], y.astype(self.dtype)])  # one copy
-            self.cache_start += drop
-        return self.cache[start - self.cache_start : stop - self.cache_start]
+            if first + len(y) > 0:
+                y = y[max(0, -first) :]
+                self.pieces.append((self.cache_end, y.astype(self.dtype)))
+                self.cache_end += len(y)
+        # pieces (not one array): dropping the oldest never copies the rest (peak RSS)
+        keep_from = min(start, self.cache_end - int(NEUTRAL_KEEP_S * self.sample_rate))
+        while self.pieces and self.pieces[0][0] + len(self.pieces[0][1]) <= keep_from:
+            self.pieces.popleft()
+        self.cache_start = self.pieces[0][0] if self.pieces else self.cache_end
+        parts = [
+            piece[max(0, start - a) : stop - a]
+            for a, piece in self.pieces
+            if a < stop and a + len(piece) > start
+        ]
+        return np.concatenate(parts)
 
 
 class ArraySource(Source):
