@@ -92,7 +92,7 @@ def test_silence_and_noise_are_unvoiced():
 # ----- pitch ---------------------------------------------------------------------------------
 def test_strength_zero_is_identity():
     audio = voiced(vibrato())
-    assert np.abs(neutralize(audio, RATE, 0.0) - audio).max() < 1e-9
+    assert np.abs(neutralize(audio, 0.0, rate=RATE) - audio).max() < 1e-9
 
 
 @pytest.mark.parametrize("contour", [vibrato, glide], ids=["vibrato", "glide"])
@@ -101,7 +101,7 @@ def test_strength_compresses_the_pitch_contour_and_keeps_the_median(contour):
     before = np.log(tracked_f0(audio))
     std0, med0 = np.nanstd(before), np.nanmedian(before)
     for strength, most in ((0.5, 0.6), (1.0, 0.2)):
-        after = np.log(tracked_f0(neutralize(audio, RATE, strength)))
+        after = np.log(tracked_f0(neutralize(audio, strength, rate=RATE)))
         assert np.mean(np.isfinite(after)) > 0.9
         assert np.nanstd(after) < most * std0, (strength, np.nanstd(after), std0)
         assert abs(np.nanmedian(after) - med0) < np.log(1.03), "the median pitch stays"
@@ -110,7 +110,7 @@ def test_strength_compresses_the_pitch_contour_and_keeps_the_median(contour):
 def test_formants_stay_where_they_were():
     """PSOLA keeps the spectral envelope: the long-term spectrum peak stays near 700 Hz."""
     audio = voiced(vibrato())
-    out = neutralize(audio, RATE, 1.0)
+    out = neutralize(audio, 1.0, rate=RATE)
     for signal in (audio, out):
         spectrum = np.abs(np.fft.rfft(signal * np.hanning(len(signal)))) ** 2
         freqs = np.fft.rfftfreq(len(signal), 1 / RATE)
@@ -145,7 +145,7 @@ def test_loudness_swings_shrink_by_strength(strength):
     geo = Geometry(RATE)
     frames = int(seg / 0.01)
     before = swing(frame_features(audio, geo)[1], frames)
-    after = swing(frame_features(neutralize(audio, RATE, strength), geo)[1], frames)
+    after = swing(frame_features(neutralize(audio, strength, rate=RATE), geo)[1], frames)
     assert 11.0 < before < 13.0
     expected = before * (1 - strength)
     assert expected - 1.5 < after < expected + 2.0, (before, after)
@@ -160,7 +160,7 @@ def test_spectral_tilt_alternation_shrinks():
     geo = Geometry(RATE)
     frames = int(seg / 0.01)
     before = swing(frame_features(audio, geo)[2], frames)
-    after = swing(frame_features(neutralize(audio, RATE, 0.75), geo)[2], frames)
+    after = swing(frame_features(neutralize(audio, 0.75, rate=RATE), geo)[2], frames)
     assert before > 9.0
     assert after < 0.45 * before, (before, after)
 
@@ -169,13 +169,13 @@ def test_spectral_tilt_alternation_shrinks():
 @pytest.mark.parametrize("length", [1, 2, 17, 159, 161, 1601, 16001])
 def test_length_is_kept(length):
     audio = 0.1 * np.sin(np.arange(length) * 0.07)
-    assert neutralize(audio, RATE).shape == (length,)
+    assert neutralize(audio, rate=RATE).shape == (length,)
     stereo = np.stack([audio, -audio], axis=1)
-    assert neutralize(stereo, 44100).shape == (length, 2)
+    assert neutralize(stereo, rate=44100).shape == (length, 2)
 
 
 def test_silence_stays_silent():
-    assert not np.any(neutralize(np.zeros(16000), RATE, 1.0))
+    assert not np.any(neutralize(np.zeros(16000), 1.0, rate=RATE))
     engine = Neutralizer(RATE, 1.0)
     assert not np.any(engine.process(np.zeros(5000)))
 
@@ -185,7 +185,7 @@ def test_non_finite_audio_is_refused(bad):
     audio = np.zeros(4000)
     audio[100] = bad
     with pytest.raises(ValueError, match="NaN or Inf"):
-        neutralize(audio, RATE)
+        neutralize(audio, rate=RATE)
     with pytest.raises(ValueError, match="NaN or Inf"):
         Neutralizer(RATE).process(audio)
 
@@ -193,14 +193,14 @@ def test_non_finite_audio_is_refused(bad):
 @pytest.mark.parametrize("strength", [-0.1, 1.5, float("nan"), float("inf")])
 def test_bad_strength_is_refused(strength):
     with pytest.raises(ValueError, match="strength"):
-        neutralize(np.zeros(100), RATE, strength)
+        neutralize(np.zeros(100), strength, rate=RATE)
 
 
 def test_inverted_channel_does_not_cancel_the_analysis():
     """Channels mixed with aligned signs: a phase-inverted copy must still be neutralised."""
     mono = voiced(vibrato())
     stereo = np.stack([mono, -mono], axis=1)
-    out = neutralize(stereo, RATE, 1.0)
+    out = neutralize(stereo, 1.0, rate=RATE)
     assert np.allclose(out[:, 0], -out[:, 1])
     assert np.nanstd(np.log(tracked_f0(out[:, 0]))) < 0.2 * np.nanstd(np.log(tracked_f0(mono)))
 
@@ -241,7 +241,7 @@ def test_stream_equals_the_file_form_delayed():
     delay = engine.delay
     assert delay == int(0.08 * RATE)  # what --help and README state
     assert not np.any(out[:delay])
-    file_form = neutralize(audio, RATE, 0.75, reference=reference)
+    file_form = neutralize(audio, 0.75, rate=RATE, reference=reference)
     assert np.allclose(out[delay:], file_form[:-delay], atol=1e-12)
 
 
@@ -275,7 +275,7 @@ def test_masker_neutralize_tier(toy_dir):
     assert masker.settings()["privacy"] == "neutralize"
     out = masker.mask(audio, RATE)
     assert out.shape == audio.shape
-    neutral = neutralize(audio, RATE, 1.0)
+    neutral = neutralize(audio, 1.0, rate=RATE)
     assert 0 < np.abs(out - neutral).max() < 0.02, "the mask goes on top of the neutralised audio"
     spread = prosody_stats(audio, RATE)["f0_iqr_semitones"]
     assert prosody_stats(out, RATE)["f0_iqr_semitones"] < 0.3 * spread
@@ -300,7 +300,7 @@ def test_a_given_reference_moves_the_medians(toy_dir):
     tier = {"privacy": "neutralize", "neutralize_reference": target}
     masker = Masker(model=toy_dir, backend="onnx", **tier)
     assert masker.settings()["neutralize_reference"]["log_f0"] == math.log(125.0)
-    for out in (masker.mask(audio, RATE), neutralize(audio, RATE, 0.75, target)):
+    for out in (masker.mask(audio, RATE), neutralize(audio, 0.75, rate=RATE, reference=target)):
         moved = measure_reference(out, RATE)
         f0 = math.exp(moved.log_f0)
         assert abs(f0 - 150.0 * (125.0 / 150.0) ** 0.75) < 4.0, f0
@@ -322,7 +322,7 @@ def test_block_engine_reads_neutralized_audio_in_one_pass(toy_dir):
     seen = np.concatenate([x for _, x, _ in engine.blocks()])
     assert engine.source.restarts == 0
     assert len(engine.segments) > 2
-    expected = neutralize(stereo, rate, masker.neutralize_strength)
+    expected = neutralize(stereo, masker.neutralize_strength, rate=rate)
     assert np.abs(seen - expected).max() < 1e-6  # float32 storage
 
 
@@ -455,7 +455,7 @@ def test_neutralize_runs_without_torch():
         "import numpy as np\n"
         "from plainsight.neutralize import neutralize, Neutralizer\n"
         "x = 0.1 * np.sin(np.arange(8000) * 2 * np.pi * 150 / 16000)\n"
-        "assert neutralize(x, 16000).shape == x.shape\n"
+        "assert neutralize(x, rate=16000).shape == x.shape\n"
         "assert Neutralizer(16000).process(x).shape == x.shape\n"
         "print('ok')\n"
     )
@@ -487,7 +487,7 @@ def prosody_table(clips, strengths=(0.0, 0.5, 0.75, 1.0)) -> dict:
         rows, shifts = [], []
         for clip in clips:
             before = prosody_stats(clip.audio, RATE)
-            after = prosody_stats(neutralize(clip.audio, RATE, strength), RATE)
+            after = prosody_stats(neutralize(clip.audio, strength, rate=RATE), RATE)
             rows.append([after[k] for k in STAT_KEYS])
             shifts.append(abs(np.log2(after["f0_median_hz"] / before["f0_median_hz"])) * 12)
         table[strength] = dict(zip(STAT_KEYS, np.nanmean(rows, axis=0), strict=True))
@@ -536,7 +536,8 @@ if __name__ == "__main__":  # python tests/test_neutralize.py [clips] [--wer N]:
         refs = [c.reference for c in subset]
         conditions = {"clean": lambda a: a}
         for strength in (0.5, 0.75, 1.0):
-            conditions[f"neutralize {strength:g}"] = lambda a, s=strength: neutralize(a, RATE, s)
+            name = f"neutralize {strength:g}"
+            conditions[name] = lambda a, s=strength: neutralize(a, s, rate=RATE)
         masker = Masker(privacy="neutralize")
         conditions["neutralize 0.75 + mask (default tier)"] = lambda a: masker.mask(a, RATE)
         plain = Masker()

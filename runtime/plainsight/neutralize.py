@@ -28,7 +28,7 @@ Forms:
   function of the sample sequence, whatever the chunking. Medians are running estimates
   (last MEDIAN_FRAMES eligible frames, refreshed every MEDIAN_EVERY frames) unless a
   `Reference` is given.
-- `neutralize(audio, rate, strength)`: the file form; the medians are the whole clip's
+- `neutralize(audio, strength, rate=)`: the file form; the medians are the whole clip's
   (`measure_reference`), the delay is removed, the length kept.
 """
 
@@ -519,8 +519,9 @@ def aligned_weights(gram: np.ndarray) -> np.ndarray:
 
 def neutralize(
     audio: np.ndarray,
-    rate: int = 16000,
     strength: float = DEFAULT_STRENGTH,
+    *,
+    rate: int = 16000,
     reference: Reference | None = None,
 ) -> np.ndarray:
     """File form: `audio` [n] or [n, channels] float, same shape out (float64), toward the
