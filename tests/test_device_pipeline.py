@@ -275,7 +275,7 @@ def test_bad_settings_fail_with_one_clear_line(tmp_path):
     env = pipeline_env(tmp_path, PLAINSIGHT_SINK="carrier-pigeon")
     result = subprocess.run([str(PIPELINE)], env=env, capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
-    assert "PLAINSIGHT_SINK must be aloop, fifo or tcp" in result.stderr
+    assert "PLAINSIGHT_SINK must be aloop, fifo, tcp or wyoming" in result.stderr
     env = pipeline_env(tmp_path, PLAINSIGHT_SOURCE="arecord", PLAINSIGHT_CAPTURE_DEVICE="")
     result = subprocess.run([str(PIPELINE)], env=env, capture_output=True, text=True, timeout=30)
     assert result.returncode == 2 and "PLAINSIGHT_CAPTURE_DEVICE is not set" in result.stderr

@@ -179,6 +179,7 @@ class MaskedMicService:
             await source.aclose()
         if self.session is asyncio.current_task():
             self.session = None  # ending by itself: leaving clients must not cancel it
+        self.report(True)  # before audio-stop: a client that sees the stop sees final counts
         await self.broadcast(AudioStop(timestamp=self.ms_since(started)).event())
         for writer in list(self.clients):  # input ended: clients reconnect for more
             self.clients.discard(writer)
