@@ -94,6 +94,19 @@ def parse_args(argv=None) -> argparse.Namespace:
         "(never commit it)",
     )
     p.add_argument(
+        "--masked-privacy",
+        choices=["mask", "neutralize"],
+        default="mask",
+        help="adaptive attacker: the privacy tier of the masker (neutralize: the neutralize "
+        "stage, then the mask, as plainsight evaluate --privacy neutralize)",
+    )
+    p.add_argument(
+        "--masked-strength",
+        type=float,
+        help="adaptive attacker, --masked-privacy neutralize: the neutralize strength "
+        "(default: plainsight.neutralize.DEFAULT_STRENGTH)",
+    )
+    p.add_argument(
         "--loso",
         action="store_true",
         help="leave-one-speaker-out cross-validation instead of the fixed split "
@@ -429,12 +442,21 @@ def model_size(model) -> dict:
     return {"params": M.count_params(model), "macs_per_2s": macs}
 
 
-def adaptive_masker(corpus: str):
-    """The masker `plainsight evaluate --corpus C` uses by default (the corpus's bundled model,
-    default strength, ONNX, 1 thread), so the adaptive attacker trains on what it is scored on."""
+def adaptive_masker(corpus: str, privacy: str = "mask", neutralize_strength=None):
+    """The masker `plainsight evaluate --corpus C [--privacy P --neutralize-strength S]` uses
+    (the corpus's bundled model, default strength, ONNX, 1 thread), so the adaptive attacker
+    trains on what it is scored on."""
     from plainsight import Masker
 
-    return Masker(model=corpus, backend="onnx", threads=1)
+    if privacy == "mask":
+        return Masker(model=corpus, backend="onnx", threads=1)
+    return Masker(
+        model=corpus,
+        backend="onnx",
+        threads=1,
+        privacy=privacy,
+        neutralize_strength=neutralize_strength,
+    )
 
 
 def masker_key(masker) -> str:
@@ -476,7 +498,7 @@ def run_fixed(args, clips: D.ClipSet, classes) -> dict:
     parts = D.fixed_split(clips)
     clean_test = parts["test"]
     if args.masked_cache:
-        masker = adaptive_masker(args.corpus)
+        masker = adaptive_masker(args.corpus, args.masked_privacy, args.masked_strength)
         # Every split is masked (test too, to score the member on what it was trained for);
         # the test speakers stay out of training as in every other member.
         parts = {k: masked_clips(v, Path(args.masked_cache), masker) for k, v in parts.items()}
@@ -494,7 +516,11 @@ def run_fixed(args, clips: D.ClipSet, classes) -> dict:
         family = f"cross-corpus-{args.arch}" if args.score_corpus else args.arch
         extra.update(panel=args.panel, family=family)
     if args.masked_cache:
-        extra["trained_on"] = "audio masked by plainsight evaluate's default masker"
+        extra["trained_on"] = (
+            "audio masked by plainsight evaluate's default masker"
+            if args.masked_privacy == "mask"
+            else "audio neutralised then masked as plainsight evaluate --privacy neutralize"
+        )
         extra["masker"] = masker.settings() | {"cache_key": masker_key(masker)}
         extra["test_clean"] = evaluate(model, clean_test, classes)
     if args.score_corpus:
