@@ -24,7 +24,8 @@ and the overlap-add is normalised by the window sum, so strength 0 is the identi
 Forms:
 - `Neutralizer(rate, strength)`: the causal stream form. `process(chunk)` returns exactly
   len(chunk) samples, the neutralised signal delayed by `delay` samples (the look-ahead the
-  F0 tracker, the grains and the smoothing need: 100 ms at 16 kHz); the output is a pure
+  F0 tracker, the grains and the gain smoothing need: 140 ms at any rate, most of it the
+  centred level smoothing); the output is a pure
   function of the sample sequence, whatever the chunking. Medians are running estimates
   (last MEDIAN_FRAMES eligible frames, refreshed every MEDIAN_EVERY frames) unless a
   `Reference` is given.
@@ -50,13 +51,18 @@ LEVEL_GATE_DBFS = -50.0  # below: no pitch work, no gain
 RELATIVE_GATE_DB = 25.0  # frames this far below the median level are never lifted
 MAX_CUT_DB, MAX_BOOST_DB = 20.0, 8.0
 MAX_TILT_DB = 12.0
+GATE_RAMP_DB = 6.0  # the level gain fades in over this range above the gate (no steps)
 TILT_SPLIT_HZ = 2000.0
 SPLIT_FILTER_S = 0.002  # half length of the band-split FIR
 OCTAVE_GUARD = 0.9 * math.log(2.0)  # a deviation this large is taken as a tracking error
 MEDIAN_FRAMES = 500  # running medians: the last 5 s of eligible frames
 MEDIAN_EVERY = 20  # refreshed every 200 ms (on a fixed grid, so chunking cannot matter)
 BATCH_FRAMES = 32  # frames per FFT batch: large batches fall out of the cache
-SMOOTH_HOPS = 7  # centred Hann smoothing of the frame gains (70 ms)
+# Centred Hann smoothing of the frame gains, in hops: the level gain follows syllables, not
+# phones (a faster gain flattens the consonant-vowel contrast: STOI 0.865 at 7 hops vs 0.91
+# at 21 on 20 EmoDB clips, strength 0.75); the tilt gain may follow faster.
+SMOOTH_HOPS_LEVEL = 21
+SMOOTH_HOPS_TILT = 7
 
 
 def check_strength(strength) -> float:
@@ -99,9 +105,12 @@ class Geometry:
         cutoff = min(TILT_SPLIT_HZ, 0.45 * rate) / rate
         lowpass = 2 * cutoff * np.sinc(2 * cutoff * taps) * np.hanning(2 * self.split + 3)[1:-1]
         self.lowpass = lowpass / lowpass.sum()
-        smooth = np.hanning(SMOOTH_HOPS + 2)[1:-1]
-        self.smooth = smooth / smooth.sum()
-        self.lookahead_frames = SMOOTH_HOPS // 2
+        self.lookahead_frames = max(SMOOTH_HOPS_LEVEL, SMOOTH_HOPS_TILT) // 2
+        self.smooth = []  # one kernel per gain row, zero-padded to the same centred length
+        for hops in (SMOOTH_HOPS_LEVEL, SMOOTH_HOPS_TILT):
+            kernel = np.hanning(hops + 2)[1:-1]
+            pad = self.lookahead_frames - hops // 2
+            self.smooth.append(np.pad(kernel / kernel.sum(), pad))
         # What the stream form still waits for at worst (see Neutralizer._advance): the PSOLA
         # chain (frame half + 1.5 hops, 2 periods, the split FIR) or the gain smoothing.
         pitch = self.half + self.hop + self.hop // 2 + 2 * self.tau_max + self.split + 4
@@ -199,6 +208,13 @@ def prosody_stats(audio: np.ndarray, rate: int) -> dict:
     voiced = period > 0
     semitones = 12.0 * np.log2(rate / period[voiced]) if voiced.any() else np.zeros(0)
     active = (level > LEVEL_GATE_DBFS) & (level > ref.level_db - RELATIVE_GATE_DB)
+    # syllable-scale loudness: 200 ms RMS every hop (the 40 ms frame level also moves with
+    # every phone, which the tier deliberately leaves alone)
+    geo = Geometry(int(rate))
+    width = 20 * geo.hop
+    power = np.convolve(mix * mix, np.ones(width) / width, mode="same")[:: geo.hop]
+    slow = 10.0 * np.log10(power + 1e-12)
+    slow_active = (slow > LEVEL_GATE_DBFS) & (slow > ref.level_db - RELATIVE_GATE_DB)
     return {
         "voiced_frames": int(voiced.sum()),
         "f0_median_hz": float(math.exp(ref.log_f0)) if voiced.any() else math.nan,
@@ -207,6 +223,7 @@ def prosody_stats(audio: np.ndarray, rate: int) -> dict:
         if voiced.any()
         else math.nan,
         "level_std_db": float(np.std(level[active])) if active.any() else math.nan,
+        "level_std_200ms_db": float(np.std(slow[slow_active])) if slow_active.any() else math.nan,
         "tilt_std_db": float(np.std(tilt[active])) if active.any() else math.nan,
     }
 
@@ -294,8 +311,9 @@ class Neutralizer:
         self.x.grow_to(0)
         self.mix = _Buffer(1, self.x.base)
         self.mix.grow_to(0)
-        # per frame: analysis period, synthesis period, level gain dB, high-band gain dB
-        self.frames = _Buffer(4, 0)
+        # per frame: analysis period, synthesis period, frame power, high-band gain dB, level
+        # median dB
+        self.frames = _Buffer(5, 0)
         self.gains = _Buffer(2, 0)  # smoothed frame gains (dB)
         self.acc = _Buffer(self.channels, -2 * geo.tau_max)  # PSOLA overlap-add
         self.acc.grow_to(0)
@@ -339,7 +357,7 @@ class Neutralizer:
         # PSOLA marks whose periods, grains and successors are all known
         t_known = (known - 1) * geo.hop + geo.hop // 2 - 1  # last t with a known frame
         self._place_marks(t_known - geo.tau_max)
-        # gains need SMOOTH_HOPS // 2 frames of look-ahead
+        # gains need lookahead_frames of look-ahead (the longer smoothing's half)
         self._smooth_gains(known - geo.lookahead_frames)
         ready = min(self.pitch_done - geo.split, (self.gains.end - 1) * geo.hop)
         self._finish(ready)
@@ -394,12 +412,11 @@ class Neutralizer:
         synth = np.where(voiced, period * np.exp(s * dev), 0.0)  # period = rate / F0
         active = (level > LEVEL_GATE_DBFS) & np.isfinite(level_med)
         active &= level > np.where(np.isfinite(level_med), level_med, 0.0) - RELATIVE_GATE_DB
-        level_gain = np.where(active, -s * (level - np.nan_to_num(level_med)), 0.0)
-        level_gain = np.clip(level_gain, -MAX_CUT_DB, MAX_BOOST_DB)
         tilt_ok = active & np.isfinite(tilt_med)
         tilt_gain = np.where(tilt_ok, -s * (tilt - np.nan_to_num(tilt_med)), 0.0)
         tilt_gain = np.clip(tilt_gain, -MAX_TILT_DB, MAX_TILT_DB)
-        return synth, level_gain, tilt_gain
+        # the level gain is made from the smoothed power (_smooth_gains): keep power, median
+        return synth, 10.0 ** (level / 10.0), tilt_gain, level_med
 
     def _feed_medians(self, period, level, tilt) -> None:
         voiced = period > 0
@@ -468,19 +485,30 @@ class Neutralizer:
             target[ch] += np.bincount(rel, grains[ch], length)
 
     def _smooth_gains(self, upto: int) -> None:
-        """Centred Hann smoothing of the frame gains (no zipper noise), frames < upto."""
+        """Gains of frames < upto, smooth (no zipper noise): the level gain from the frame
+        power smoothed over SMOOTH_HOPS_LEVEL hops (syllable-scale loudness, dominated by the
+        vowels) and its deviation from the median, faded out over GATE_RAMP_DB below the
+        gates; the tilt gain smoothed over SMOOTH_HOPS_TILT hops."""
         geo = self.geo
         first = self.gains.end
         if upto <= first:
             return
-        side = SMOOTH_HOPS // 2
+        side = geo.lookahead_frames
         lo = max(self.frames.base, first - side)
-        raw = self.frames.view(lo, upto + side)[2:4]
+        raw = self.frames.view(lo, upto + side)[2:5]
         pad = side - (first - lo)
         if pad > 0:
-            raw = np.concatenate([np.zeros((2, pad)), raw], axis=1)
-        smoothed = np.stack([np.convolve(row, geo.smooth, mode="valid") for row in raw])
-        self.gains.append(smoothed[:, : upto - first])
+            raw = np.concatenate([np.zeros((3, pad)), raw], axis=1)
+        power = np.convolve(raw[0], geo.smooth[0], mode="valid")
+        tilt_gain = np.convolve(raw[1], geo.smooth[1], mode="valid")
+        median = raw[2, side : side + len(power)]
+        level = 10.0 * np.log10(power + 1e-12)
+        known = np.isfinite(median)
+        median = np.where(known, median, 0.0)
+        floor = np.maximum(LEVEL_GATE_DBFS, median - RELATIVE_GATE_DB)
+        weight = np.where(known, np.clip((level - floor) / GATE_RAMP_DB, 0.0, 1.0), 0.0)
+        level_gain = weight * np.clip(-self.strength * (level - median), -MAX_CUT_DB, MAX_BOOST_DB)
+        self.gains.append(np.stack([level_gain, tilt_gain])[:, : upto - first])
         marks = int((min(self.mark_s, self.mark_c) + geo.hop / 2) // geo.hop)
         self.frames.trim(min(self.gains.end - side, marks) - 2)
         self.gains.trim(self.gains.end - 2 - -(-self.delay // geo.hop))

@@ -3,7 +3,7 @@
 Each hop of new samples is perturbed using the model window that ends with it: the
 already-masked past (what listeners got) plus the new raw hop; only the new hop is
 changed. Under the `neutralize` privacy tier each hop first goes through the causal
-Neutralizer (output delayed by its look-ahead, 80 ms), and the mask works on that.
+Neutralizer (output delayed by its look-ahead, 140 ms), and the mask works on that.
 Processing happens only on whole hops (or the remainder at EOF/SIGTERM), so the output
 is a pure function of the sample sequence, whatever the chunking of stdin.
 """
