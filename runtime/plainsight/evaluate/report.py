@@ -129,6 +129,18 @@ def markdown(result: dict, command: str) -> str:
             f"| {cond} | {dist(q[cond]['snr_db'], 1)} | {dist(q[cond].get('pesq_wb'))} | "
             f"{dist(q[cond].get('stoi'), 3)} |"
         )
+    if q.get("dnsmos"):
+        d = q["dnsmos"]
+        lines += [
+            "",
+            f"DNSMOS (non-intrusive, speechmos), mean over the first {d['clean']['clips']} clips:",
+            "",
+            "| condition | SIG | BAK | OVRL | P.808 |",
+            "|---|---|---|---|---|",
+        ]
+        for cond, s in d.items():
+            cells = " | ".join(f"{s[k]['mean']:.2f}" for k in ("sig", "bak", "ovrl", "p808"))
+            lines.append(f"| {cond} | {cells} |")
     if "asr" in result:
         a = result["asr"]
         lines += [

@@ -9,6 +9,7 @@ on the masker's output, before the codec.
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from dataclasses import dataclass, field
@@ -201,6 +202,19 @@ def _clips(cfg: EvalConfig, limit: int) -> list[Clip]:
     return test_clips(cfg.data, cfg.corpus, limit)
 
 
+def _dnsmos(conditions: dict, n: int, threads: int) -> dict | None:
+    """DNSMOS (SIG, BAK, OVRL, P.808) of the first n clips of each condition, or None without
+    speechmos: PESQ/STOI say little once the neutralize tier has moved the pitch."""
+    from plainsight.evaluate import dnsmos
+
+    if not dnsmos.available():
+        log = logging.getLogger("plainsight")
+        log.warning("DNSMOS skipped: speechmos/librosa not installed (extra [eval])")
+        return None
+    model = dnsmos.Dnsmos(threads)
+    return {k: model.summary(v[:n]) for k, v in conditions.items()}
+
+
 def evaluate(cfg: EvalConfig) -> dict:
     started = time.perf_counter()
     if cfg.path not in PATHS:
@@ -269,6 +283,7 @@ def evaluate(cfg: EvalConfig) -> dict:
             k: quality(clean, conditions[k], pesq_stoi_clips=n_q) for k in ("masked", "noise")
         }
         result["quality"]["pesq_stoi_clips"] = n_q
+        result["quality"]["dnsmos"] = _dnsmos(conditions, n_q, threads)
         asr = _Whisper(cfg, clips, bar) if n_asr else None
         rows = []
         for i, codec in enumerate(codec_list):
