@@ -5,6 +5,7 @@
 # into export/artifacts/. Epochs were chosen for a few minutes per member on this shared 2-core
 # machine (RAVDESS members got fewer epochs when the machine was loaded; see each report.json).
 # Usage: PLAINSIGHT_DATA=../shared/data bash export/build_panel.sh [dev] [final] [adaptive]
+#        [adaptive_neutralize]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${PLAINSIGHT_DATA:?set PLAINSIGHT_DATA to the folder holding emodb/ and ravdess/}"
@@ -57,6 +58,23 @@ adaptive() {
     for c in emodb ravdess; do
         "${T[@]}" --role adaptive --corpus $c --arch compact --seed 2 --epochs 30 --augment panel \
             --name adaptive-compact-s2 --masked-cache /tmp/plainsight-masked-default
+    done
+}
+
+adaptive_neutralize() {
+    # Issue 12: the same attacker retrained on audio processed by the neutralize tier
+    # (`plainsight evaluate --privacy neutralize --neutralize-strength S` at the default 0.75;
+    # EmoDB also at 0.5 and 1.0 for the strength curve).
+    for c in emodb ravdess; do
+        "${T[@]}" --role adaptive --corpus $c --arch compact --seed 2 --epochs 30 --augment panel \
+            --name adaptive-neutralize-compact-s2 --masked-cache /tmp/plainsight-masked-neutralize \
+            --masked-privacy neutralize --masked-strength 0.75
+    done
+    for s in 050:0.5 100:1.0; do
+        "${T[@]}" --role adaptive --corpus emodb --arch compact --seed 2 --epochs 30 --augment panel \
+            --name "adaptive-neutralize${s%%:*}-compact-s2" \
+            --masked-cache /tmp/plainsight-masked-neutralize \
+            --masked-privacy neutralize --masked-strength "${s#*:}"
     done
 }
 
