@@ -245,6 +245,19 @@ def test_stream_equals_the_file_form_delayed():
     assert np.allclose(out[delay:], file_form[:-delay], atol=1e-12)
 
 
+def test_stream_medians_span_utterances():
+    """On a device the running medians remember earlier speech: a higher-pitched utterance
+    after a calm one is pulled toward the calm median, not toward its own."""
+    import math
+
+    calm = voiced(vibrato(6.0, centre=150.0, depth=0.05))
+    excited = voiced(vibrato(2.0, centre=200.0, depth=0.05))
+    out, engine = stream_chunks(np.concatenate([calm, excited]), [5000, 50000, 97000])
+    tail = out[len(calm) + engine.delay + 3200 :]  # the excited utterance, once settled
+    f0 = math.exp(measure_reference(tail, RATE).log_f0)
+    assert abs(f0 - 150.0 * (200.0 / 150.0) ** 0.25) < 6.0, f0
+
+
 # ----- wiring: Masker, stream, CLI ----------------------------------------------------------
 @pytest.fixture(scope="module")
 def toy_dir(tmp_path_factory):

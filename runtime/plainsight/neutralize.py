@@ -55,7 +55,10 @@ GATE_RAMP_DB = 6.0  # the level gain fades in over this range above the gate (no
 TILT_SPLIT_HZ = 2000.0
 SPLIT_FILTER_S = 0.002  # half length of the band-split FIR
 OCTAVE_GUARD = 0.9 * math.log(2.0)  # a deviation this large is taken as a tracking error
-MEDIAN_FRAMES = 500  # running medians: the last 5 s of eligible frames
+# Running medians (stream form): the last 30 s of eligible frames, so on a device they span
+# several utterances and approach the speaker's usual voice instead of the current
+# utterance's (whose median pitch and tilt carry emotion); one clip starts from nothing.
+MEDIAN_FRAMES = 3000
 MEDIAN_EVERY = 20  # refreshed every 200 ms (on a fixed grid, so chunking cannot matter)
 BATCH_FRAMES = 32  # frames per FFT batch: large batches fall out of the cache
 # Centred Hann smoothing of the frame gains, in hops: the level gain follows syllables, not
