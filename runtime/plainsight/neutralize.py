@@ -17,9 +17,12 @@ only the F0 track (no vocoder analysis, no model) and costs one overlap-add per 
 which a Pi runs in real time. A WORLD-like vocoder would be smoother for large shifts but
 needs a spectral-envelope and aperiodicity analysis per frame, several times the cost.
 Grains here are Hann windows of two synthesis periods taken at analysis positions that
-advance by whole analysis periods (so consecutive grains stay in phase without glottal
-closure detection); unvoiced frames are copied (analysis position = synthesis position),
-and the overlap-add is normalised by the window sum, so strength 0 is the identity.
+advance by whole analysis periods, each snapped to the waveform peak within a quarter
+period (a cheap stand-in for glottal closure instants: a grain centred between two pulses
+puts two half pulses into every output period, which the tracker then reads an octave
+down; with the snap, 0 % of such frames on a vibrato test signal instead of 0.5 %);
+unvoiced frames are copied (analysis position = synthesis position), and the overlap-add is
+normalised by the window sum, so strength 0 (no snap) is the identity.
 
 Forms:
 - `Neutralizer(rate, strength)`: the causal stream form. `process(chunk)` returns exactly
@@ -444,6 +447,18 @@ class Neutralizer:
         def frame_at(t: float) -> int:
             return int((t + hop / 2) // hop) - base
 
+        mix, mix_base = self.mix.data[0], self.mix.base
+
+        def snap(t: float, period: float) -> float:
+            """The waveform peak within a quarter period of t (grains centred on pulses, so
+            re-spaced grains do not smear two half pulses into each period). Strength 0
+            keeps t: the identity needs c = s."""
+            if self.strength == 0.0:
+                return t
+            lo = int(t - period / 4)
+            window = mix[lo - mix_base : int(t + period / 4) + 1 - mix_base]
+            return float(lo + int(np.argmax(window)))
+
         marks = []  # (s, c, half length)
         s, c, gap_prev = self.mark_s, self.mark_c, self.mark_prev_gap
         while s <= limit:
@@ -455,7 +470,9 @@ class Neutralizer:
             if voiced and periods[k_next] > 0:  # stay in phase: whole analysis periods
                 k_c = frame_at(c)
                 t_c = periods[k_c] if periods[k_c] > 0 else periods[k_next]
-                c_next = c + max(0, round((s_next - c) / t_c)) * t_c
+                c_next = snap(c + max(0, round((s_next - c) / t_c)) * t_c, t_c)
+            elif periods[k_next] > 0:  # voicing onset: start on a pulse
+                c_next = snap(s_next, periods[k_next])
             else:
                 c_next = s_next
             marks.append((s, c, max(gap_prev, gap)))
