@@ -107,6 +107,17 @@ def test_strength_compresses_the_pitch_contour_and_keeps_the_median(contour):
         assert abs(np.nanmedian(after) - med0) < np.log(1.03), "the median pitch stays"
 
 
+@pytest.mark.parametrize("signal", ["vibrato", "glide"])
+def test_grains_sit_on_pulses(signal):
+    """A grain centred between two pulses puts two half pulses into an output period, which
+    reads an octave down (0.2-1 % of these frames before the peak snap); none now."""
+    audio = voiced(vibrato(6.0)) if signal == "vibrato" else voiced(glide(3.0))
+    for strength in (0.75, 1.0):
+        after = np.log(tracked_f0(neutralize(audio, strength, rate=RATE)))
+        octave_errors = np.abs(after - np.nanmedian(after)) > 0.5 * np.log(2)
+        assert not octave_errors.any(), (strength, np.flatnonzero(octave_errors))
+
+
 def test_formants_stay_where_they_were():
     """PSOLA keeps the spectral envelope: the long-term spectrum peak stays near 700 Hz."""
     audio = voiced(vibrato())
