@@ -61,7 +61,11 @@ def _stats_member(root: Path, name: str, panel: str, seed: int) -> str:
 def panel_root(tmp_path):
     """One member of every kind: dev and final ONNX, dev and final statistics, adaptive, and a
     pre-panel attacker (no "panel" key: counts as dev)."""
-    root = tmp_path / "artifacts"
+    from plainsight.masker import Masker
+
+    root = tmp_path / "export" / "artifacts"  # the repository layout (see report fallback)
+    whitebox = build_toy_model(tmp_path / "whitebox", seed=0, name="toy")
+    settings = Masker(model=str(whitebox), **TOY_MASKER_KW).settings()
     members = {
         "dev": [
             _onnx_member(root, "attacker-dev-lin-s0", 1, panel="dev", family="lin"),
@@ -73,11 +77,31 @@ def panel_root(tmp_path):
             _stats_member(root, "attacker-final-mfcc-lr-s1", "final", 5),
         ],
         "adaptive": [
-            _onnx_member(root, "adaptive-lin-s2", 6, role="adaptive", family="lin"),
+            _onnx_member(
+                root,
+                "adaptive-lin-s2",
+                6,
+                role="adaptive",
+                family="lin",
+                trained_on_masker=settings | {"threads": 4},  # threads do not change audio
+            ),
+            _onnx_member(root, "adaptive-old-lin-s3", 7, role="adaptive", family="lin"),
         ],
     }
-    whitebox = build_toy_model(tmp_path / "whitebox", seed=0, name="toy")
+    # Trained against another masker (a 20 dB budget): never scored beside this one.
+    other = settings | {"snr_db": 20.0, "eps": None}
+    _onnx_member(root, "adaptive-other-lin-s4", 8, role="adaptive", trained_on_masker=other)
+    # Exported before the manifest recorded it: the training report (via the manifest's
+    # checkpoint path) says which masker; this one was trained against the other masker too.
+    report = tmp_path / "export" / "checkpoints" / "toy" / "adaptive-rep-lin-s5.report.json"
+    report.parent.mkdir(parents=True)
+    report.write_text(json.dumps({"masker": other | {"cache_key": "abc"}}))
+    ckpt = {"path": "export/checkpoints/toy/adaptive-rep-lin-s5.pt"}
+    _onnx_member(root, "adaptive-rep-lin-s5", 9, role="adaptive", checkpoint=ckpt)
     return root, whitebox, members
+
+
+TOY_MASKER_KW = {"objective": "neutral", **TOY_MASKER}
 
 
 def _evaluate(panel, root, whitebox):
@@ -86,10 +110,11 @@ def _evaluate(panel, root, whitebox):
     cfg = EvalConfig(
         corpus="toy",
         data="",
-        masker={"model": str(whitebox), "objective": "neutral", **TOY_MASKER},
+        masker={"model": str(whitebox), **TOY_MASKER_KW},
         asr=False,
         curves=False,
         progress=False,
+        dnsmos=False,  # not what these tests check; it costs seconds per call
         clips=toy_clips(3),
         panel=panel,
         panel_root=root,
@@ -116,6 +141,7 @@ def test_evaluate_panel_scores_every_member_of_that_panel(panel_root, panel, gro
     if "final" in groups:
         assert roles["toy-attacker-final-mfcc-lr-s1"] == "final panel, mfcc-lr"
         assert roles["toy-adaptive-lin-s2"] == "adaptive, lin"
+        assert roles["toy-adaptive-old-lin-s3"].endswith("training masker not recorded")
     # The adaptive attacker is reported without a target; every other member has one.
     targeted = [k for k in result["targets"] if k.startswith("attacker ")]
     assert sorted(targeted) == sorted(
@@ -186,6 +212,7 @@ def test_evaluate_passes_the_privacy_tier_to_the_masker(tmp_path):
             asr=False,
             curves=False,
             progress=False,
+            dnsmos=False,
             clips=toy_clips(2),
             attackers=str(whitebox),
         )
@@ -217,6 +244,7 @@ def test_panel_table_has_a_row_and_verdict_per_member(panel_root):
     rows = {line.split(" (")[0].strip("| "): line for line in table.splitlines() if "->" in line}
     assert sorted(rows) == sorted(["toy", *(n for g in members.values() for n in g)])
     assert rows["toy-adaptive-lin-s2"].rstrip(" |").endswith("| -")  # no target
+    assert "toy-adaptive-other-lin-s4" not in rows and "toy-adaptive-rep-lin-s5" not in rows
     for name in members["final"] + members["dev"]:
         verdict = rows[name].rstrip(" |").rsplit("| ", 1)[1]
         assert verdict == "yes" or verdict.startswith("NO (")

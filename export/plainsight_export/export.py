@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from plainsight_export.gradgraph import ForwardGraph, GradientGraph
+from plainsight_export.models import PANEL_CKPT_KEYS as PANEL_KEYS
 from plainsight_export.models import Model
 
 OPSET = 17
@@ -33,7 +34,6 @@ GRAPH_IO = {
     "forward": (("waveform",), ("logits",)),
 }
 BACKENDS = ("onnx", "tflite")
-PANEL_KEYS = ("panel", "family", "label_map", "scored_on")
 SUFFIX = {"onnx": ".onnx", "tflite": ".tflite"}
 
 

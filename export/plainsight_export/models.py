@@ -30,6 +30,8 @@ from plainsight_export.frontend import LogMel
 ARCHS = ("seed-cnn", "compact", "mfcc-linear", "cnn2", "crnn", "wav1d")
 # Forward-only attacker families of the held-out panel (no hand-written gradient graph).
 PANEL_ARCHS = ("cnn2", "crnn", "wav1d")
+# Checkpoint keys of panel and adaptive members that export copies into the manifest.
+PANEL_CKPT_KEYS = ("panel", "family", "label_map", "scored_on", "trained_on_masker")
 BODY_OPS = (
     nn.Conv2d,
     nn.BatchNorm2d,

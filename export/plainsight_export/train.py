@@ -537,6 +537,9 @@ def run_fixed(args, clips: D.ClipSet, classes) -> dict:
         if args.masked_privacy != "mask":
             extra["masker"]["neutralize_source_sha256"] = neutralize_source()
         extra["test_clean"] = evaluate(model, clean_test, classes)
+        # In the checkpoint and manifest: evaluate scores an adaptive member only beside the
+        # masker it was trained against.
+        extra["trained_on_masker"] = masker.settings()
     if args.score_corpus:
         extra["label_map"], extra["cross_corpus_test"] = cross_corpus_test(args, model, classes)
         extra["scored_on"] = args.score_corpus
@@ -590,7 +593,7 @@ def run_fixed(args, clips: D.ClipSet, classes) -> dict:
         corpus=args.corpus,
         role=args.role,
         metrics=metrics,
-        **{k: extra[k] for k in ("panel", "family", "label_map", "scored_on") if k in extra},
+        **{k: extra[k] for k in M.PANEL_CKPT_KEYS if k in extra},
     )
     write_json(args.out / f"{args.name}.report.json", report)
     plot_confusion(

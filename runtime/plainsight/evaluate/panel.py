@@ -217,15 +217,52 @@ def adaptive_dirs(corpus: str, root: Path | None = None) -> list[Path]:
     return [d for d in found if (d / "manifest.json").is_file()]
 
 
-def evaluation_dirs(corpus: str, which: str, root: Path | None = None) -> list[Path]:
-    """What `plainsight evaluate --panel WHICH` scores: dev, final or all members, plus the
-    adaptive attackers with final and all (they are reported beside the final panel)."""
+# Masker settings that decide what audio an adaptive attacker was trained on.
+MASKER_KEYS = ("models", "method", "steps", "eps", "snr_db", "objective", "envelope", "overlap")
+
+
+def same_masker(a: dict, b: dict) -> bool:
+    """Do two Masker.settings() produce the same audio (backend and threads aside)?"""
+
+    def key(s: dict) -> tuple:
+        tier = (s.get("privacy", "mask"), s.get("neutralize_strength"))
+        return tuple(json.dumps(s.get(k)) for k in MASKER_KEYS) + tier
+
+    return key(a) == key(b)
+
+
+def training_masker(directory: Path) -> dict | None:
+    """The Masker.settings() an adaptive member was trained against: its manifest's
+    `trained_on_masker`, else (members exported before that key) the `masker` of the
+    training report its manifest points to, when the source checkout has it."""
+    manifest = json.loads((Path(directory) / "manifest.json").read_text())
+    if "trained_on_masker" in manifest:
+        return manifest["trained_on_masker"]
+    ckpt = Path(manifest.get("checkpoint", {}).get("path", ""))
+    if ckpt.suffix != ".pt":
+        return None
+    report = Path(directory).resolve().parents[2] / ckpt.with_suffix(".report.json")  # repo root
+    return json.loads(report.read_text()).get("masker") if report.is_file() else None
+
+
+def adaptive_fits(directory: Path, masker_settings: dict | None) -> bool:
+    """An adaptive member is scored beside the masker it was trained against (or when its
+    training masker is unknown: describe() says so)."""
+    trained = training_masker(directory)
+    return masker_settings is None or trained is None or same_masker(trained, masker_settings)
+
+
+def evaluation_dirs(
+    corpus: str, which: str, root: Path | None = None, masker_settings: dict | None = None
+) -> list[Path]:
+    """What `plainsight evaluate --panel WHICH` scores: dev, final or all members, plus (with
+    final and all) the adaptive attackers trained against this masker's output."""
     if which not in PANEL_CHOICES:
         raise ValueError(f"unknown panel {which!r}; choose one of {', '.join(PANEL_CHOICES)}")
     panels = PANELS if which == "all" else (which,)
     dirs = [d for p in panels for d in member_dirs(corpus, p, root)]
     if which != "dev":
-        dirs += adaptive_dirs(corpus, root)
+        dirs += [d for d in adaptive_dirs(corpus, root) if adaptive_fits(d, masker_settings)]
     return dirs
 
 
@@ -233,6 +270,8 @@ def describe(directory: Path) -> str:
     """Role shown in evaluation tables: 'dev panel, crnn', 'final panel, egemaps-svm-rbf', ..."""
     manifest = json.loads((Path(directory) / "manifest.json").read_text())
     if manifest.get("role") == "adaptive":
+        if training_masker(Path(directory)) is None:
+            return f"adaptive, {family_of(manifest)}, training masker not recorded"
         return f"adaptive, {family_of(manifest)}"
     return f"{manifest.get('panel', 'dev')} panel, {family_of(manifest)}"
 

@@ -89,6 +89,7 @@ class EvalConfig:
     # that panel's members, ONNX and numpy statistics alike (final/all add adaptive members).
     panel: str | None = None
     panel_root: Path | None = None  # where panel members live (None: export/artifacts)
+    dnsmos: bool = True  # DNSMOS when speechmos is installed (about 1 s per clip and condition)
 
 
 class Progress:
@@ -120,7 +121,7 @@ def build_scorers(masker: Masker, corpus: str, cfg: EvalConfig, backend: str, th
     whitebox = [Scorer(spec, backend, threads) for spec in masker.specs]
     used = {str(spec.directory) for spec in masker.specs}
     if cfg.panel is not None:
-        return whitebox, panel_scorers(corpus, cfg, backend, threads, used)
+        return whitebox, panel_scorers(corpus, cfg, masker, used)
     transfer = []
     specs = find_attackers(corpus, cfg.attackers)
     seed_cnn = find_artifact(corpus, "seed-cnn")
@@ -133,12 +134,13 @@ def build_scorers(masker: Masker, corpus: str, cfg: EvalConfig, backend: str, th
     return whitebox, transfer
 
 
-def panel_scorers(corpus: str, cfg: EvalConfig, backend: str, threads: int, used: set) -> list:
+def panel_scorers(corpus: str, cfg: EvalConfig, masker: Masker, used: set) -> list:
     """Every member of cfg.panel (ONNX graphs and numpy statistics members), role = its panel
     and family; a panel with no members is an error, not an empty table."""
     from plainsight.evaluate import panel
 
-    dirs = panel.evaluation_dirs(corpus, cfg.panel, cfg.panel_root)
+    backend, threads = masker.backend, masker.threads
+    dirs = panel.evaluation_dirs(corpus, cfg.panel, cfg.panel_root, masker.settings())
     if not dirs:
         raise ValueError(f"no {cfg.panel} panel members for {corpus} (export/artifacts)")
     out = []
@@ -283,7 +285,7 @@ def evaluate(cfg: EvalConfig) -> dict:
             k: quality(clean, conditions[k], pesq_stoi_clips=n_q) for k in ("masked", "noise")
         }
         result["quality"]["pesq_stoi_clips"] = n_q
-        result["quality"]["dnsmos"] = _dnsmos(conditions, n_q, threads)
+        result["quality"]["dnsmos"] = _dnsmos(conditions, n_q, threads) if cfg.dnsmos else None
         asr = _Whisper(cfg, clips, bar) if n_asr else None
         rows = []
         for i, codec in enumerate(codec_list):
