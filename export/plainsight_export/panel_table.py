@@ -4,7 +4,8 @@
 
 One row per attacker / adaptive report in export/checkpoints/<corpus>/: panel, family, the
 clean test UAR of its own report (cross-corpus members: on the other corpus's test speakers),
-epochs and training seconds. Adaptive members also give their UAR on masked test audio.
+epochs and training seconds. Adaptive members (default mask tier) also give their UAR on
+masked test audio.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ PANEL_ORDER = {"dev": 0, "dev (pre-panel)": 1, "final": 2, "adaptive": 3}
 
 def row(corpus: str, report: dict) -> tuple[tuple, str]:
     name = report["name"]
+    order = None
     if report.get("role") == "adaptive":
-        panel, family = "adaptive", report["arch"]
+        panel, family, order = "adaptive", report["arch"], "adaptive"
         clean = report["test_clean"]
         uar = (
             f"{100 * clean['uar']:.1f} (chance {100 * clean['chance_uar']:.1f}); "
@@ -34,7 +36,7 @@ def row(corpus: str, report: dict) -> tuple[tuple, str]:
         uar = f"{100 * test['uar']:.1f} (chance {100 * test['chance_uar']:.1f})"
     epochs = report.get("epochs", "-") if "arch" in report else "-"
     cells = [corpus, panel, name, family, uar, str(epochs), f"{report['train_time_s']:.1f}"]
-    return (corpus, PANEL_ORDER[panel], name), "| " + " | ".join(cells) + " |"
+    return (corpus, PANEL_ORDER[order or panel], name), "| " + " | ".join(cells) + " |"
 
 
 def table(root: Path = CHECKPOINTS) -> str:
@@ -44,6 +46,8 @@ def table(root: Path = CHECKPOINTS) -> str:
             if not path.name.startswith(("attacker-", "adaptive-")):
                 continue
             report = json.loads(path.read_text())
+            if (report.get("masker") or {}).get("privacy", "mask") != "mask":
+                continue  # adaptive to another privacy tier: reported with that tier
             rows.append(row(corpus_dir.name, report))
     head = [
         "| corpus | panel | member | family | clean test UAR % | epochs | train s |",
