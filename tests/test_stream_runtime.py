@@ -20,6 +20,7 @@ from plainsight.stream import FAIL_AFTER_ENV, StreamProcessor, serve
 from test_runtime_toymodel import bundled_model_dir
 
 HOP_MS = 250.0
+HOP_SAMPLES = 4000  # HOP_MS at 16 kHz
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +75,20 @@ def processor_output(masker, pcm: np.ndarray, chunks: list[int]) -> np.ndarray:
     outputs += proc.push(pcm[i:])
     outputs.append(proc.flush())
     return np.concatenate(outputs)
+
+
+def test_lone_sample_and_hop_tails_are_masked(masker):
+    """Found by hypothesis: a 1-sample input came out unchanged (UnmaskedHopError), because
+    the newest samples sit at the window's end, where no STFT frame reaches, so their
+    gradient is exactly zero. Every sample with a budget must move."""
+    lone = np.array([32574], "<i2")
+    assert not np.array_equal(processor_output(masker, lone, [1]), lone)
+    pcm = speechlike_pcm(1.0)
+    out = processor_output(masker, pcm, [len(pcm)])
+    for end in range(HOP_SAMPLES, len(pcm) + 1, HOP_SAMPLES):
+        tail = slice(end - 80, end)  # the last 5 ms of each hop
+        speech = pcm[tail] != 0
+        assert np.all(out[tail][speech] != pcm[tail][speech]), f"hop ending at {end}"
 
 
 def test_stream_changes_audio_within_budget_and_keeps_count(masker):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -65,6 +66,15 @@ def window_starts(length: int, width: int, hop: int) -> np.ndarray:
     if starts[-1] != length - width:
         starts.append(length - width)
     return np.asarray(starts)
+
+
+@lru_cache(maxsize=4)
+def fixed_signs(n: int) -> np.ndarray:
+    """A fixed pseudo-random +-1 pattern (deterministic, so stream output stays a pure
+    function of its input)."""
+    signs = np.where(np.random.default_rng(0).random(n) < 0.5, -1.0, 1.0).astype(np.float32)
+    signs.flags.writeable = False
+    return signs
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -287,6 +297,7 @@ class Masker:
         index = starts[:, None] + np.arange(width)[None, :]
         u = np.zeros_like(signal)  # delta = bound * u, |u| <= 1
         velocity = np.zeros_like(signal)
+        last_sign = fixed_signs(len(signal))  # where no gradient ever arrives (window tails)
         for done in range(1, self.steps + 1):
             grad = np.zeros_like(signal)
             current = (signal + bound * u)[index]
@@ -299,9 +310,14 @@ class Masker:
             if self.method == "mifgsm":
                 velocity = MOMENTUM * velocity + grad / max(float(np.abs(grad).mean()), 1e-20)
                 grad = velocity
-            u = np.clip(u + direction * step * np.sign(grad), -1.0, 1.0)
+            sign = np.sign(grad)
+            u = np.clip(u + direction * step * sign, -1.0, 1.0)
+            last_sign = np.where(sign != 0, sign, last_sign)
             if self.progress is not None:
                 self.progress(done, self.steps)
+        # A sample whose steps cancelled (u == 0) would go out unchanged: nudge it one step
+        # along its last gradient, so every sample with a budget moves (fail closed).
+        u = np.where(u == 0, direction * step * last_sign, u)
         return (bound * u).astype(np.float32)
 
     def budget(
