@@ -297,7 +297,7 @@ class Masker:
         index = starts[:, None] + np.arange(width)[None, :]
         u = np.zeros_like(signal)  # delta = bound * u, |u| <= 1
         velocity = np.zeros_like(signal)
-        last_sign = fixed_signs(len(signal))  # where no gradient ever arrives (window tails)
+        last_sign = fixed_signs(len(signal))  # for samples whose gradient is always 0
         for done in range(1, self.steps + 1):
             grad = np.zeros_like(signal)
             current = (signal + bound * u)[index]
