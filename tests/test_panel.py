@@ -256,3 +256,34 @@ def test_panel_table_lists_every_member_report(tmp_path):
         ["adaptive", "adaptive-compact-s2"],
     ]
     assert "60.0 (chance 12.5); on masked test audio 40.0" in rows[2]
+
+
+def test_adaptive_training_masks_with_the_evaluation_masker(tmp_path):
+    """--masked-cache: every split is masked by evaluate's default masker for the corpus (the
+    cached clip equals what the evaluation masks), the test speakers stay out of training, and
+    the checkpoint records the masker so evaluate can pair them."""
+    from plainsight.evaluate.panel import same_masker
+    from plainsight.masker import Masker
+    from plainsight_export import train
+
+    _tiny_corpus(tmp_path)
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    argv = ["--corpus", "emodb", "--data", str(tmp_path), "--arch", "compact", "--epochs", "1"]
+    argv += ["--batch-size", "8", "--out", str(out), "--no-progress", "--role", "adaptive"]
+    argv += ["--name", "adaptive-compact-s2", "--masked-cache", str(cache)]
+    assert train.main(argv) == 0
+    report = json.loads((out / "adaptive-compact-s2.report.json").read_text())
+    assert "03" not in report["split"]["train"] and "08" not in report["split"]["train"]
+    masker = Masker(model="emodb", backend="onnx", threads=1)
+    assert same_masker(report["masker"], masker.settings())
+    ckpt = models.load_checkpoint(out / "adaptive-compact-s2.pt").checkpoint
+    assert ckpt["role"] == "adaptive" and same_masker(ckpt["trained_on_masker"], masker.settings())
+    (folder,) = cache.iterdir()
+    assert len(list(folder.glob("*.npy"))) == 35  # train, val and test clips
+    clip = sorted((tmp_path / "emodb" / "wav").glob("03*.wav"))[0]
+    from plainsight.corpora import load_audio
+
+    audio = load_audio(clip, 16000)
+    np.testing.assert_array_equal(
+        np.load(folder / f"emodb-{clip.stem}.npy"), masker.mask(audio, 16000)
+    )
