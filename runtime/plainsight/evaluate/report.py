@@ -545,8 +545,9 @@ def panel_verdict(result: dict, name: str) -> str:
     why = []
     if target["value"] > target["limit"] + 1e-12:
         why.append(f"{pct(target['value'] - target['limit'])} over chance + 10")
-    if target["beats_noise_by"] < 0.15:
-        why.append(f"only {pct(target['beats_noise_by'])} below noise")
+    below = target["beats_noise_by"]
+    if below < 0.15:
+        why.append(f"only {pct(below)} below noise" if below >= 0 else f"{pct(-below)} above noise")
     return "NO (" + "; ".join(why) + ")"
 
 
