@@ -91,6 +91,9 @@ def panel_root(tmp_path):
     # Trained against another masker (a 20 dB budget): never scored beside this one.
     other = settings | {"snr_db": 20.0, "eps": None}
     _onnx_member(root, "adaptive-other-lin-s4", 8, role="adaptive", trained_on_masker=other)
+    # Same settings, but trained against other masking code (the masker changed since).
+    old_code = settings | {"masker_source_sha256": "0" * 64}
+    _onnx_member(root, "adaptive-oldcode-lin-s6", 10, role="adaptive", trained_on_masker=old_code)
     # Exported before the manifest recorded it: the training report (via the manifest's
     # checkpoint path) says which masker; this one was trained against the other masker too.
     report = tmp_path / "export" / "checkpoints" / "toy" / "adaptive-rep-lin-s5.report.json"
@@ -245,6 +248,7 @@ def test_panel_table_has_a_row_and_verdict_per_member(panel_root):
     assert sorted(rows) == sorted(["toy", *(n for g in members.values() for n in g)])
     assert rows["toy-adaptive-lin-s2"].rstrip(" |").endswith("| -")  # no target
     assert "toy-adaptive-other-lin-s4" not in rows and "toy-adaptive-rep-lin-s5" not in rows
+    assert "toy-adaptive-oldcode-lin-s6" not in rows
     for name in members["final"] + members["dev"]:
         verdict = rows[name].rstrip(" |").rsplit("| ", 1)[1]
         assert verdict == "yes" or verdict.startswith("NO (")

@@ -473,7 +473,10 @@ def masker_key(masker) -> str:
     """Cache key of the masker's settings and model files: a changed default re-masks."""
     import hashlib
 
+    from plainsight.evaluate.panel import masker_source_sha256
+
     settings = masker.settings() | {"files": [m.spec.manifest["files"] for m in masker.members]}
+    settings["masker_source_sha256"] = masker_source_sha256()  # a changed masker re-masks
     if getattr(masker, "privacy", "mask") != "mask":
         settings["neutralize_source"] = neutralize_source()
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
@@ -539,7 +542,11 @@ def run_fixed(args, clips: D.ClipSet, classes) -> dict:
         extra["test_clean"] = evaluate(model, clean_test, classes)
         # In the checkpoint and manifest: evaluate scores an adaptive member only beside the
         # masker it was trained against.
-        extra["trained_on_masker"] = masker.settings()
+        from plainsight.evaluate.panel import masker_source_sha256
+
+        extra["trained_on_masker"] = masker.settings() | {
+            "masker_source_sha256": masker_source_sha256()
+        }
     if args.score_corpus:
         extra["label_map"], extra["cross_corpus_test"] = cross_corpus_test(args, model, classes)
         extra["scored_on"] = args.score_corpus

@@ -219,16 +219,31 @@ def adaptive_dirs(corpus: str, root: Path | None = None) -> list[Path]:
 
 # Masker settings that decide what audio an adaptive attacker was trained on.
 MASKER_KEYS = ("models", "method", "steps", "eps", "snr_db", "objective", "envelope", "overlap")
+# The code that turns those settings into audio: a change there changes the masked audio.
+MASKER_SOURCES = ("masker.py", "blockmask.py", "resample.py", "features.py")
+
+
+def masker_source_sha256() -> str:
+    """sha256 of the runtime's masking code (recorded with an adaptive member's masker)."""
+    import hashlib
+
+    package = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for name in MASKER_SOURCES:
+        digest.update((package / name).read_bytes())
+    return digest.hexdigest()
 
 
 def same_masker(a: dict, b: dict) -> bool:
-    """Do two Masker.settings() produce the same audio (backend and threads aside)?"""
+    """Do two Masker.settings() produce the same audio (backend and threads aside)? When
+    both record `masker_source_sha256`, the masking code must match too."""
 
     def key(s: dict) -> tuple:
         tier = (s.get("privacy", "mask"), s.get("neutralize_strength"))
         return tuple(json.dumps(s.get(k)) for k in MASKER_KEYS) + tier
 
-    return key(a) == key(b)
+    code_a, code_b = a.get("masker_source_sha256"), b.get("masker_source_sha256")
+    return key(a) == key(b) and (code_a is None or code_b is None or code_a == code_b)
 
 
 def training_masker(directory: Path) -> dict | None:
@@ -249,7 +264,9 @@ def adaptive_fits(directory: Path, masker_settings: dict | None) -> bool:
     """An adaptive member is scored beside the masker it was trained against (or when its
     training masker is unknown: describe() says so)."""
     trained = training_masker(directory)
-    return masker_settings is None or trained is None or same_masker(trained, masker_settings)
+    if masker_settings is None or trained is None:
+        return True
+    return same_masker(trained, masker_settings | {"masker_source_sha256": masker_source_sha256()})
 
 
 def evaluation_dirs(
