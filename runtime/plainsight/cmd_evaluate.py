@@ -79,6 +79,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-asr", action="store_true", help="skip Whisper")
     parser.add_argument("--no-curves", action="store_true", help="skip steps/budget curves")
     parser.add_argument(
+        "--no-dnsmos", action="store_true", help="skip DNSMOS (about 1 s per clip and condition)"
+    )
+    parser.add_argument(
         "--attackers", help="comma-separated attacker model dirs (default: export/artifacts)"
     )
     parser.add_argument(
@@ -250,6 +253,7 @@ def run(args) -> int:
             codec_asr_limit=args.codec_asr_limit,
             asr_codecs=args.asr_codecs,
             panel=args.panel,
+            dnsmos=not args.no_dnsmos,
         )
         result = json_ready(evaluate(cfg))
         written = report.write_all(result, out, command)
