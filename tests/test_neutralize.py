@@ -321,7 +321,7 @@ def test_a_given_reference_moves_the_medians(toy_dir):
     audio = voiced(vibrato(3.0, centre=150.0, depth=0.05)).astype(np.float32)
     own = measure_reference(audio, RATE)
     target = Reference(log_f0=math.log(125.0), level_db=own.level_db, tilt_db=own.tilt_db - 6)
-    tier = {"privacy": "neutralize", "neutralize_reference": target}
+    tier = {"privacy": "neutralize", "neutralize_strength": 0.75, "neutralize_reference": target}
     masker = Masker(model=toy_dir, backend="onnx", **tier)
     assert masker.settings()["neutralize_reference"]["log_f0"] == math.log(125.0)
     for out in (masker.mask(audio, RATE), neutralize(audio, 0.75, rate=RATE, reference=target)):
