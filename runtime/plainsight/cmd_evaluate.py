@@ -79,6 +79,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-asr", action="store_true", help="skip Whisper")
     parser.add_argument("--no-curves", action="store_true", help="skip steps/budget curves")
     parser.add_argument(
+        "--budget-curve",
+        help="comma-separated SNR budgets (dB) of the budget curve (default 50,45,40,35,30,25,20)",
+    )
+    parser.add_argument(
+        "--steps-curve",
+        help="comma-separated step counts of the steps curve, or 'none' (default 1,2,3,5,10)",
+    )
+    parser.add_argument(
         "--no-dnsmos", action="store_true", help="skip DNSMOS (about 1 s per clip and condition)"
     )
     parser.add_argument(
@@ -119,6 +127,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_engine_arguments(parser, masking=True)
     add_privacy_arguments(parser)
     parser.set_defaults(model=None)
+
+
+def parse_curve(text: str | None, kind, flag: str, low, high) -> tuple | None:
+    """'a,b,c' -> (a, b, c) within [low, high]; 'none' -> (); None -> None (the default)."""
+    if text is None:
+        return None
+    if text.strip().lower() == "none":
+        return ()
+    try:
+        values = tuple(kind(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ValueError(f"{flag} needs comma-separated numbers, got {text!r}") from None
+    if not values or any(not low <= v <= high for v in values):
+        raise ValueError(f"{flag} values must be in {low}..{high}, got {text!r}")
+    return values
 
 
 def masker_kwargs(args) -> dict:
@@ -222,6 +245,14 @@ def run(args) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
+    try:
+        budget_curve = parse_curve(args.budget_curve, float, "--budget-curve", 0.0, 80.0)
+        if budget_curve == ():
+            raise ValueError("--budget-curve none: use --no-curves to skip the curves")
+        steps_curve = parse_curve(args.steps_curve, int, "--steps-curve", 1, 100)
+    except ValueError as exc:
+        print(f"plainsight evaluate: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     out = Path(args.out or Path("eval-out") / args.corpus)
     command = "plainsight evaluate " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     progress = not getattr(args, "quiet", False)
@@ -255,6 +286,10 @@ def run(args) -> int:
             panel=args.panel,
             dnsmos=not args.no_dnsmos,
         )
+        if budget_curve is not None:
+            cfg.budget_curve = budget_curve
+        if steps_curve is not None:
+            cfg.steps_curve = steps_curve
         result = json_ready(evaluate(cfg))
         written = report.write_all(result, out, command)
         if not getattr(args, "quiet", False):

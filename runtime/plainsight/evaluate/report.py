@@ -7,6 +7,8 @@ import os
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -236,14 +238,17 @@ def codec_curve_table(result: dict) -> list[str]:
 
 def curve_tables(result: dict) -> list[str]:
     c = result["curves"]
-    lines = ["## Accuracy vs steps (operating-point budget), UAR %", ""]
-    names = list(c["steps"][0]["whitebox"]) + list(c["steps"][0]["transfer"])
-    lines += ["| steps | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
-    for row in c["steps"]:
-        vals = row["whitebox"] | row["transfer"]
-        lines.append(f"| {row['steps']} | " + " | ".join(pct(vals[n]["uar"]) for n in names) + " |")
+    names = list(c["budget"][0]["whitebox"]) + list(c["budget"][0]["transfer"])
+    lines = []
+    if c["steps"]:
+        lines += ["## Accuracy vs steps (operating-point budget), UAR %", ""]
+        lines += ["| steps | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+        for row in c["steps"]:
+            vals = row["whitebox"] | row["transfer"]
+            cells = " | ".join(pct(vals[n]["uar"]) for n in names)
+            lines.append(f"| {row['steps']} | {cells} |")
+        lines.append("")
     lines += [
-        "",
         "## Budget sweep (SNR setting), UAR % masked [noise control]",
         "",
         "| SNR setting | median SNR | PESQ-wb | STOI | WER (clean) | " + " | ".join(names) + " |",
@@ -261,6 +266,75 @@ def curve_tables(result: dict) -> list[str]:
             f"{num(row['median_pesq_wb'])} | {num(row['median_stoi'], 3)} | {wer} | "
             + " | ".join(cells)
             + " |"
+        )
+    return lines + ["", *reach_table(result)]
+
+
+def _crossing(snrs: list, margins: list) -> float | None:
+    """Measured SNR (dB) where a margin (<= 0 passes) first passes, walking from the weakest
+    budget to the strongest, linearly interpolated between the last failing and first passing
+    point."""
+    for i, m1 in enumerate(margins):
+        if m1 <= 0:
+            if i == 0:
+                return snrs[0]
+            s0, s1, m0 = snrs[i - 1], snrs[i], margins[i - 1]
+            return s0 + (s1 - s0) * m0 / (m0 - m1)
+    return None
+
+
+def budget_reach(result: dict) -> dict:
+    """Per transfer member: the measured SNR at which its masked UAR reaches chance + 10
+    points, and at which it is 15 points below its same-SNR noise control (issue 9 §3)."""
+    from plainsight.evaluate.run import TARGETS
+
+    rows = sorted(result["curves"]["budget"], key=lambda r: -r["median_snr_db"])
+    snrs = [r["median_snr_db"] for r in rows]
+    pesqs = [r["median_pesq_wb"] for r in rows]
+    limit = result["chance_uar"] + TARGETS["attacker_uar_over_chance"]
+    out = {}
+    for name in rows[0]["transfer"]:
+        masked = [r["transfer"][name]["uar"] for r in rows]
+        noise = [r["noise_transfer"][name]["uar"] for r in rows]
+        gap = [n - m for m, n in zip(masked, noise, strict=True)]
+        over = [m - limit for m in masked]  # <= 0 passes
+        below = [TARGETS["attacker_below_noise"] - g for g in gap]  # <= 0 passes
+        both = [max(a, b) for a, b in zip(over, below, strict=True)]
+        entry = {"limit": limit, "weakest_snr_db": snrs[0], "strongest_snr_db": snrs[-1]}
+        for key, margin in (("chance10", over), ("below_noise15", below), ("both", both)):
+            snr = _crossing(snrs, margin)
+            entry[f"{key}_snr_db"] = snr
+            if snr is not None:
+                entry[f"{key}_pesq_wb"] = float(np.interp(-snr, [-s for s in snrs], pesqs))
+        entry["min_uar"] = min(masked)
+        entry["min_uar_snr_db"] = snrs[int(np.argmin(masked))]
+        out[name] = entry
+    return out
+
+
+def reach_table(result: dict) -> list[str]:
+    reach = budget_reach(result)
+    if not reach:
+        return []
+    lowest = num(next(iter(reach.values()))["strongest_snr_db"], 1)
+    lines = [
+        "## Budget each held-out model needs (measured median SNR dB, PESQ-wb there)",
+        "",
+        "Interpolated between budget points; '-' = not reached down to the strongest budget "
+        f"({lowest} dB). ok = both at once (issue 9 §3).",
+        "",
+        "| model | UAR <= chance + 10 | >= 15 below noise control | ok | lowest UAR (at SNR) |",
+        "|---|---|---|---|---|",
+    ]
+
+    def cell(entry, key):
+        snr = entry[f"{key}_snr_db"]
+        return "-" if snr is None else f"{snr:.1f} dB (PESQ {entry[f'{key}_pesq_wb']:.2f})"
+
+    for name, e in reach.items():
+        lines.append(
+            f"| {name} | {cell(e, 'chance10')} | {cell(e, 'below_noise15')} | {cell(e, 'both')} "
+            f"| {pct(e['min_uar'])} ({e['min_uar_snr_db']:.1f} dB) |"
         )
     return lines
 
@@ -331,22 +405,24 @@ def plots(result: dict, out: Path) -> list[Path]:
     def save(fig, name):
         written.append(save_figure(fig, out / name))
 
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    steps = [r["steps"] for r in c["steps"]]
-    for group, style in (("whitebox", "-o"), ("transfer", "--s")):
-        for name in c["steps"][0][group]:
-            ax.plot(
-                steps,
-                [100 * r[group][name]["accuracy"] for r in c["steps"]],
-                style,
-                label=f"{name} ({group})",
-            )
-    ax.axhline(100 * chance, color="grey", lw=0.8, ls=":", label="chance UAR")
-    ax.set_xlabel(f"{c['steps'][0]['method']} steps")
-    ax.set_ylabel("accuracy %")
-    ax.set_title(f"{result['corpus']}: accuracy vs steps at {result['masker'].get('snr_db')} dB")
-    ax.legend(fontsize=7)
-    save(fig, "accuracy_vs_steps.png")
+    if c["steps"]:
+        fig, ax = plt.subplots(figsize=(6.5, 4))
+        steps = [r["steps"] for r in c["steps"]]
+        for group, style in (("whitebox", "-o"), ("transfer", "--s")):
+            for name in c["steps"][0][group]:
+                ax.plot(
+                    steps,
+                    [100 * r[group][name]["accuracy"] for r in c["steps"]],
+                    style,
+                    label=f"{name} ({group})",
+                )
+        ax.axhline(100 * chance, color="grey", lw=0.8, ls=":", label="chance UAR")
+        ax.set_xlabel(f"{c['steps'][0]['method']} steps")
+        ax.set_ylabel("accuracy %")
+        snr_db = result["masker"].get("snr_db")
+        ax.set_title(f"{result['corpus']}: accuracy vs steps at {snr_db} dB")
+        ax.legend(fontsize=7)
+        save(fig, "accuracy_vs_steps.png")
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     snr = [r["median_snr_db"] for r in c["budget"]]  # measured, not the setting

@@ -407,9 +407,9 @@ def _curves(cfg, clips, labels, whitebox, transfer, n_asr, asr, bar, codec) -> d
             }
         )
     budget_rows = []
-    language = corpora.LANGUAGES[cfg.corpus]
     refs = [c.reference for c in clips[:n_asr]]
     if n_asr:
+        language = corpora.LANGUAGES[cfg.corpus]
         from plainsight.evaluate.asr import wer
 
         transcriber = asr["_transcriber"]
