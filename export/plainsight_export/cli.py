@@ -2,6 +2,8 @@
 
 build: committed checkpoints (export/checkpoints/<corpus>/*.pt) -> model directories:
   compact     -> runtime/plainsight/models/<corpus>-compact/   grad + forward, committed
+  ensemble    -> runtime/plainsight/models/<corpus>-compact-mfcc/  compact + surrogate-mfcc-shared:
+                 forward = compact, grad = both heads' summed loss on one log-mel, committed
   seed-cnn    -> export/artifacts/<corpus>-seed-cnn/             grad + forward, not committed
   attacker-*  -> export/artifacts/<corpus>-attacker-*/           forward only, committed
   (held-out panel members attacker-{dev,final}-* and adaptive-* attackers: forward ONNX only)
@@ -45,6 +47,12 @@ class Target:
     graphs: tuple[str, ...]
     committed: bool
     backends: tuple[str, ...] = ("onnx", "tflite")
+    heads: tuple[Path, ...] = ()  # an ensemble's checkpoints, `checkpoint` first
+
+
+# Option (not the default): compact + an MFCC-statistics surrogate on the same log-mel.
+ENSEMBLE_HEADS = ("compact", "surrogate-mfcc-shared")
+KINDS = ("compact", "ensemble", "seed-cnn", "attackers")
 
 
 def committed_checkpoints() -> set[Path] | None:
@@ -60,9 +68,7 @@ def committed_checkpoints() -> set[Path] | None:
     return {REPO_ROOT / name for name in proc.stdout.decode().split("\0") if name}
 
 
-def plan(
-    corpora=CORPORA, kinds=("compact", "seed-cnn", "attackers"), only: set[Path] | None = None
-) -> list[Target]:
+def plan(corpora=CORPORA, kinds=KINDS, only: set[Path] | None = None) -> list[Target]:
     targets = []
     for corpus in corpora:
         folder = CHECKPOINTS / corpus
@@ -71,6 +77,14 @@ def plan(
             targets.append(
                 Target(
                     folder / "compact.pt", RUNTIME_MODELS / name, name, ("grad", "forward"), True
+                )
+            )
+        heads = tuple(folder / f"{stem}.pt" for stem in ENSEMBLE_HEADS)
+        if "ensemble" in kinds and all(h.is_file() for h in heads):
+            name = f"{corpus}-compact-mfcc"
+            targets.append(
+                Target(
+                    heads[0], RUNTIME_MODELS / name, name, ("grad", "forward"), True, heads=heads
                 )
             )
         if "seed-cnn" in kinds and (folder / "seed-cnn.pt").is_file():
@@ -85,26 +99,64 @@ def plan(
                 panel = path.stem.startswith(("attacker-dev-", "attacker-final-", "adaptive-"))
                 backends = ("onnx",) if panel else ("onnx", "tflite")
                 targets.append(Target(path, ARTIFACTS / name, name, ("forward",), True, backends))
-    return [t for t in targets if only is None or t.checkpoint in only]
+    return [t for t in targets if only is None or {t.checkpoint, *t.heads} <= only]
+
+
+def _checkpoint_ref(path: Path) -> dict:
+    from plainsight_export.export import sha256_file
+
+    return {"path": path.relative_to(REPO_ROOT).as_posix(), "sha256": sha256_file(path)}
+
+
+def ensemble_for(heads: tuple[Path, ...]):
+    """(HeadEnsemble, checkpoint dict for the manifest, manifest "heads") of checkpoints."""
+    from plainsight_export.models import HeadEnsemble, load_checkpoint
+
+    models = [load_checkpoint(path) for path in heads]
+    classes = [list(m.checkpoint["classes"]) for m in models]
+    if any(c != classes[0] for c in classes):
+        raise ValueError(f"ensemble heads disagree on the classes: {classes}")
+    ckpt = dict(models[0].checkpoint)
+    ckpt.update(arch="+".join(m.checkpoint["arch"] for m in models), role="option")
+    described = [
+        {
+            "name": path.stem,
+            "arch": m.checkpoint["arch"],
+            "role": m.checkpoint.get("role"),
+            "loss_weight": 1.0,
+            "test_uar": (m.checkpoint.get("metrics") or {}).get("uar"),
+            "checkpoint": _checkpoint_ref(path),
+        }
+        for path, m in zip(heads, models, strict=True)
+    ]
+    ensemble = HeadEnsemble(models, [path.stem for path in heads]).eval()
+    return ensemble, ckpt, described
 
 
 def export_target(target: Target, out_dir: Path) -> dict:
-    from plainsight_export.export import export_model_dir, sha256_file
+    from plainsight_export.export import export_model_dir
     from plainsight_export.models import load_checkpoint
 
-    model = load_checkpoint(target.checkpoint)
-    ref = {
-        "path": target.checkpoint.relative_to(REPO_ROOT).as_posix(),
-        "sha256": sha256_file(target.checkpoint),
-    }
+    extra = None
+    if target.heads:
+        model, ckpt, heads = ensemble_for(target.heads)
+        extra = {
+            "heads": heads,
+            "loss": "grad = d/dwaveform of the sum of the heads' cross-entropies to the target "
+            "(weight 1 each); logits = the first head's; one shared log-mel",
+        }
+    else:
+        model = load_checkpoint(target.checkpoint)
+        ckpt = model.checkpoint
     return export_model_dir(
         model,
-        model.checkpoint,
+        ckpt,
         out_dir,
         target.name,
         target.graphs,
         backends=target.backends,
-        checkpoint_ref=ref,
+        checkpoint_ref=_checkpoint_ref(target.checkpoint),
+        extra=extra,
     )
 
 
@@ -188,7 +240,7 @@ def compare_dirs(committed: Path, rebuilt: Path, notes: list | None = None) -> l
 def cmd_build(args) -> int:
     from plainsight_export.verify import VerifyError, verify_dir
 
-    kinds = tuple(args.only) if args.only else ("compact", "seed-cnn", "attackers")
+    kinds = tuple(args.only) if args.only else KINDS
     if args.check:
         targets = plan(args.corpus or CORPORA, kinds, committed_checkpoints())
         targets = [t for t in targets if t.committed]
@@ -251,7 +303,7 @@ def main(argv=None) -> int:
         help="rebuild in a temp dir; fail if committed artifacts differ",
     )
     build.add_argument("--corpus", action="append", choices=CORPORA)
-    build.add_argument("--only", action="append", choices=("compact", "seed-cnn", "attackers"))
+    build.add_argument("--only", action="append", choices=KINDS)
     build.add_argument("--no-verify", action="store_true", help="skip the parity checks")
     verify = sub.add_parser("verify", help="check exported directories against torch autograd")
     verify.add_argument("dirs", nargs="+")

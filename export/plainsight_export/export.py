@@ -22,9 +22,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from plainsight_export.gradgraph import ForwardGraph, GradientGraph
+from plainsight_export.gradgraph import EnsembleGradientGraph, ForwardGraph, GradientGraph
 from plainsight_export.models import PANEL_CKPT_KEYS as PANEL_KEYS
-from plainsight_export.models import Model
+from plainsight_export.models import HeadEnsemble, Model
 
 OPSET = 17
 FORMAT = 1
@@ -58,8 +58,12 @@ def tool_versions() -> dict[str, str]:
 def build_graph(model: nn.Module, graph: str) -> nn.Module:
     """The exportable module for `graph` ("grad" or "forward")."""
     if graph == "grad":
+        if isinstance(model, HeadEnsemble):
+            return EnsembleGradientGraph(model)
         return GradientGraph(model)
     if graph == "forward":
+        if isinstance(model, HeadEnsemble):  # the masker reads the first head's logits
+            model = model.heads[0]
         # Gradient-capable models get the folded graph; other families export as they are.
         return ForwardGraph(model) if isinstance(model, Model) else model.eval()
     raise ValueError(f"unknown graph {graph!r}")
@@ -138,7 +142,9 @@ def _json_safe(value):
         return None
 
 
-def manifest_for(ckpt: dict, name: str, graphs: dict, files: dict, checkpoint_ref: dict) -> dict:
+def manifest_for(
+    ckpt: dict, name: str, graphs: dict, files: dict, checkpoint_ref: dict, extra=None
+) -> dict:
     classes = list(ckpt["classes"])
     window = int(ckpt["window_samples"])
     metrics = {k: _json_safe(v) for k, v in (ckpt.get("metrics") or {}).items()}
@@ -147,6 +153,7 @@ def manifest_for(ckpt: dict, name: str, graphs: dict, files: dict, checkpoint_re
     panel_keys = {k: ckpt[k] for k in PANEL_KEYS if k in ckpt}
     return {
         **panel_keys,
+        **(extra or {}),
         "format": FORMAT,
         "name": name,
         "version": VERSION,
@@ -185,13 +192,16 @@ def export_model_dir(
     graphs: tuple[str, ...] = ("grad", "forward"),
     backends: tuple[str, ...] = BACKENDS,
     checkpoint_ref: dict | None = None,
+    extra: dict | None = None,
 ) -> dict:
-    """Write <out_dir>/{manifest.json, <graph>.<backend>} atomically; return the manifest."""
+    """Write <out_dir>/{manifest.json, <graph>.<backend>} atomically; return the manifest.
+
+    `extra`: more manifest keys (an ensemble's "heads")."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     n_classes, window = len(ckpt["classes"]), int(ckpt["window_samples"])
-    if "grad" in graphs and not isinstance(model, Model):
+    if "grad" in graphs and not isinstance(model, (Model, HeadEnsemble)):
         raise TypeError(f"{name}: arch {ckpt['arch']} has no gradient graph (forward only)")
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
@@ -211,7 +221,7 @@ def export_model_dir(
                     "sha256": sha256_file(tmp / fname),
                     "bytes": (tmp / fname).stat().st_size,
                 }
-        manifest = manifest_for(ckpt, name, graph_meta, files, checkpoint_ref or {})
+        manifest = manifest_for(ckpt, name, graph_meta, files, checkpoint_ref or {}, extra)
         text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
         (tmp / "manifest.json").write_text(text)
         manifest = json.loads(text)  # exactly what readers get (tuples became lists)

@@ -6,20 +6,30 @@ batch norm folded into the conv / linear before it (eval mode), ReLU as a mask, 
 transposed conv (or zero insertion + conv with the flipped kernel), linear backward as a matmul
 with W, mean-pool backward as a broadcast / T, and the log-mel front end backward
 (d/dlog -> / (mel + floor) -> mel^T -> 2 re, 2 im -> DFT^T with overlap-add -> crop the padding).
-torch autograd is only the reference in tests and `verify`.
+`EnsembleGradientGraph` adds MfccLinear heads on the same log-mel (grad of the sum of the
+heads' cross-entropies, the log-mel computed once). torch autograd is only the reference in
+tests and `verify`.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import torch
-from plainsight.features import analysis_window
+from plainsight.features import FeatureConfig, analysis_window
 from torch import nn
 from torch.nn import functional as F
 
-from plainsight_export.models import GlobalMeanPool, Model, check_body
+from plainsight_export.models import (
+    STD_EPS,
+    GlobalMeanPool,
+    HeadEnsemble,
+    MfccLinear,
+    Model,
+    check_body,
+)
 
 CONV_BACKWARD = ("transpose", "dilate")
 FRONTEND_MODES = ("symmetric", "matmul", "conv")
@@ -330,12 +340,24 @@ class _Graph(nn.Module):
         return g
 
     # ---- whole model ----------------------------------------------------------------------
-    def _features(self, waveform: torch.Tensor):
+    def _log_mel(self, waveform: torch.Tensor):
+        """Unstandardised log-mel [B, T, mels] and what its backward needs (re, im, mel)."""
         re, im = self._spectrum(waveform)
         power = re * re + im * im
         mel = torch.matmul(power, self.mel_fb) + self.log_floor
-        feats = (torch.log(mel) - self.mean) * self.inv_std
-        return feats.unsqueeze(1), (re, im, mel)
+        return torch.log(mel), (re, im, mel)
+
+    def _features(self, waveform: torch.Tensor):
+        log_mel, cache = self._log_mel(waveform)
+        feats = (log_mel - self.mean) * self.inv_std
+        return feats.unsqueeze(1), cache
+
+    def _log_mel_backward(self, d_log: torch.Tensor, cache, n_samples: int) -> torch.Tensor:
+        """d/d log-mel [B, T, mels] -> d/dwaveform [B, N]."""
+        re, im, mel = cache
+        d_power = torch.matmul(d_log / mel, self.mel_fb.t())  # [B, T, bins]
+        d_spec = torch.cat([re * d_power, im * d_power], dim=2) * 2.0
+        return self._spectrum_backward(d_spec, n_samples)
 
     def logits(self, waveform: torch.Tensor) -> torch.Tensor:
         feats, _ = self._features(waveform)
@@ -361,21 +383,131 @@ class GradientGraph(_Graph):
         super().__init__(model, conv_backward, frontend_mode)
 
     def forward(self, waveform: torch.Tensor, target: torch.Tensor):
-        feats, (re, im, mel) = self._features(waveform)
+        feats, cache = self._features(waveform)
         logits, saved = self._body(feats, keep=True)
-        # d CE / d logits = softmax * sum(target) - target (target need not sum to one).
-        g = torch.softmax(logits, dim=-1) * target.sum(dim=-1, keepdim=True) - target
-        g = self._body_backward(g, saved)[:, 0]  # [B, T, mels]
-        d_power = torch.matmul(g * self.inv_std / mel, self.mel_fb.t())  # [B, T, bins]
-        d_spec = torch.cat([re * d_power, im * d_power], dim=2) * 2.0
-        return logits, self._spectrum_backward(d_spec, _dims(waveform)[-1])
+        g = self._body_backward(_ce_grad(logits, target), saved)[:, 0]  # [B, T, mels]
+        return logits, self._log_mel_backward(g * self.inv_std, cache, _dims(waveform)[-1])
+
+
+def _ce_grad(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """d CE / d logits = softmax * sum(target) - target (target need not sum to one)."""
+    return torch.softmax(logits, dim=-1) * target.sum(dim=-1, keepdim=True) - target
+
+
+class MfccHeadGraph(nn.Module):
+    """An MfccLinear head on a shared log-mel [B, T, mels]: logits and d CE / d log-mel.
+
+    Forward: standardise the log-mel with the head's own front-end statistics, DCT (a matmul),
+    deltas (5 shifted slices = the depthwise conv1d with zero padding), mean and std over
+    time, standardise the statistics, linear. Backward: linear -> matmul with W; statistics
+    scale; mean -> broadcast / T; std -> (x - mean) / (T std); deltas -> the same slices with
+    the flipped kernel; DCT -> matmul with DCT^T; the front-end scale.
+    """
+
+    def __init__(self, head: MfccLinear, cfg: FeatureConfig):
+        super().__init__()
+        if not isinstance(head, MfccLinear):
+            raise TypeError(f"an MFCC head must be MfccLinear, got {type(head).__name__}")
+        own = head.frontend.cfg
+        if replace(own, mean=(), std=()) != replace(cfg, mean=(), std=()):
+            raise ValueError(
+                "the MFCC head's front end differs from the shared log-mel (train it with "
+                "--arch mfcc-shared, on the compact model's FeatureConfig)"
+            )
+        kernel = head.delta_kernel.detach()[:, 0]  # [M, K], the same taps on every channel
+        if not torch.equal(kernel, kernel[:1].expand_as(kernel)):
+            raise ValueError("the MFCC head's delta kernel differs between coefficients")
+        self.taps = tuple(float(v) for v in kernel[0])
+        self.register_buffer("mean", head.frontend.mean.detach().clone())
+        self.register_buffer("inv_std", 1.0 / head.frontend.std.detach().clone())
+        self.register_buffer("dct", head.dct.detach().clone())  # [mels, M]
+        self.register_buffer("stat_mean", head.stat_mean.detach().clone())
+        self.register_buffer("inv_stat_std", 1.0 / head.stat_std.detach().clone())
+        self.register_buffer("weight", head.linear.weight.detach().clone())  # [C, 4M]
+        self.register_buffer("bias", head.linear.bias.detach().clone())
+        self.n_mfcc = int(head.dct.shape[1])
+
+    def _shifted_sum(self, x: torch.Tensor, taps) -> torch.Tensor:
+        """sum_k taps[k] * x[t + k - K//2] along time (dim 1), zero outside."""
+        half = len(taps) // 2
+        steps = _dims(x)[1]
+        padded = F.pad(x, (0, 0, half, half))
+        out = None
+        for k, tap in enumerate(taps):
+            if tap == 0.0:
+                continue
+            part = padded[:, k : k + steps] * tap
+            out = part if out is None else out + part
+        return out
+
+    def _stats(self, log_mel: torch.Tensor):
+        mfcc = torch.matmul((log_mel - self.mean) * self.inv_std, self.dct)  # [B, T, M]
+        both = torch.cat([mfcc, self._shifted_sum(mfcc, self.taps)], dim=2)  # [B, T, 2M]
+        mean = both.mean(dim=1, keepdim=True)
+        centred = both - mean
+        std = torch.sqrt((centred * centred).mean(dim=1, keepdim=True) + STD_EPS)
+        stats = torch.cat([mean[:, 0], std[:, 0]], dim=1)  # [B, 4M]
+        return stats, (centred, std)
+
+    def logits(self, log_mel: torch.Tensor) -> torch.Tensor:
+        stats, _ = self._stats(log_mel)
+        return F.linear((stats - self.stat_mean) * self.inv_stat_std, self.weight, self.bias)
+
+    def input_grad(self, log_mel: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """d CE(target, softmax(logits)) / d log_mel, [B, T, mels]."""
+        stats, (centred, std) = self._stats(log_mel)
+        logits = F.linear((stats - self.stat_mean) * self.inv_stat_std, self.weight, self.bias)
+        g = torch.matmul(_ce_grad(logits, target), self.weight) * self.inv_stat_std  # [B, 4M]
+        two_m = 2 * self.n_mfcc
+        steps = _dims(log_mel)[1]
+        g_mean, g_std = g[:, None, :two_m], g[:, None, two_m:]
+        g_both = g_mean / steps + g_std * centred / (std * steps)  # [B, T, 2M]
+        flipped = tuple(reversed(self.taps))
+        g_mfcc = g_both[:, :, : self.n_mfcc] + self._shifted_sum(
+            g_both[:, :, self.n_mfcc :], flipped
+        )
+        return torch.matmul(g_mfcc, self.dct.t()) * self.inv_std
+
+
+class EnsembleGradientGraph(_Graph):
+    """(waveform, target) -> (logits of the first head, d sum_h CE_h / d waveform).
+
+    The first head is a `Model` (its folded body as in GradientGraph); the others are
+    MfccLinear heads on the same log-mel, which is computed (and back-propagated) once.
+    """
+
+    def __init__(
+        self,
+        ensemble: HeadEnsemble,
+        conv_backward: str = "transpose",
+        frontend_mode: str = "symmetric",
+    ):
+        if not isinstance(ensemble, HeadEnsemble) or len(ensemble.heads) < 2:
+            raise TypeError("need a HeadEnsemble of a Model and at least one MfccLinear head")
+        first, *others = ensemble.heads
+        super().__init__(first, conv_backward, frontend_mode)
+        self.mfcc_heads = nn.ModuleList(MfccHeadGraph(head, self.cfg) for head in others)
+        self.eval()
+
+    def forward(self, waveform: torch.Tensor, target: torch.Tensor):
+        log_mel, cache = self._log_mel(waveform)
+        feats = ((log_mel - self.mean) * self.inv_std).unsqueeze(1)
+        logits, saved = self._body(feats, keep=True)
+        d_log = self._body_backward(_ce_grad(logits, target), saved)[:, 0] * self.inv_std
+        for head in self.mfcc_heads:
+            d_log = d_log + head.input_grad(log_mel, target)
+        return logits, self._log_mel_backward(d_log, cache, _dims(waveform)[-1])
 
 
 def autograd_reference(model: nn.Module, waveform: torch.Tensor, target: torch.Tensor):
-    """(logits, grad) of the original eval-mode model by torch.autograd (the test oracle)."""
+    """(logits, grad) of the original eval-mode model by torch.autograd (the test oracle).
+
+    A HeadEnsemble gives the first head's logits and the gradient of the sum of the heads'
+    cross-entropies."""
     model = model.eval()
+    heads = list(model.heads) if isinstance(model, HeadEnsemble) else [model]
     x = waveform.detach().clone().requires_grad_(True)
-    logits = model(x)
-    loss = -(target * torch.log_softmax(logits, dim=-1)).sum()
+    outputs = [head(x) for head in heads]
+    loss = sum(-(target * torch.log_softmax(out, dim=-1)).sum() for out in outputs)
     (grad,) = torch.autograd.grad(loss, x)
-    return logits.detach(), grad.detach()
+    return outputs[0].detach(), grad.detach()

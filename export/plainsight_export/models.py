@@ -27,7 +27,10 @@ from torch import nn
 
 from plainsight_export.frontend import LogMel
 
-ARCHS = ("seed-cnn", "compact", "mfcc-linear", "cnn2", "crnn", "wav1d")
+ARCHS = ("seed-cnn", "compact", "mfcc-linear", "mfcc-shared", "cnn2", "crnn", "wav1d")
+# MfccLinear on its own MFCC_FEATURES (mfcc-linear) or on the compact model's FeatureConfig
+# (mfcc-shared: the surrogate head of the compact + MFCC gradient graph, one shared log-mel).
+MFCC_ARCHS = ("mfcc-linear", "mfcc-shared")
 # Forward-only attacker families of the held-out panel (no hand-written gradient graph).
 PANEL_ARCHS = ("cnn2", "crnn", "wav1d")
 # Checkpoint keys of panel and adaptive members that export copies into the manifest.
@@ -241,6 +244,9 @@ def dct_matrix(n_in: int, n_out: int) -> np.ndarray:
     return mat.astype(np.float32)
 
 
+STD_EPS = 1e-6  # inside the sqrt of MfccLinear's std over time
+
+
 class MfccLinear(nn.Module):
     """Attacker of another family: MFCC + deltas, mean/std over time, standardise, linear."""
 
@@ -263,12 +269,28 @@ class MfccLinear(nn.Module):
         deltas = nn.functional.conv1d(mfcc, self.delta_kernel, padding=2, groups=mfcc.shape[1])
         both = torch.cat([mfcc, deltas], dim=1)
         mean = both.mean(dim=2)
-        std = torch.sqrt(((both - mean.unsqueeze(2)) ** 2).mean(dim=2) + 1e-6)
+        std = torch.sqrt(((both - mean.unsqueeze(2)) ** 2).mean(dim=2) + STD_EPS)
         return torch.cat([mean, std], dim=1)
 
     def forward(self, waveform: torch.Tensor, fast: bool = False) -> torch.Tensor:
         stats = (self.statistics(waveform, fast) - self.stat_mean) / self.stat_std
         return self.linear(stats)
+
+
+class HeadEnsemble(nn.Module):
+    """Heads on one waveform: forward = the first head's logits; the attack loss is the sum
+    of every head's cross-entropy, weight 1 each (as transfer_study.gradient sums them).
+
+    Gradient graph (gradgraph.EnsembleGradientGraph): a `Model` first, then `MfccLinear`
+    heads on the same FeatureConfig, so one log-mel serves them all."""
+
+    def __init__(self, heads: list[nn.Module], names: list[str] | None = None):
+        super().__init__()
+        self.heads = nn.ModuleList(heads)
+        self.names = list(names or [f"head{i}" for i in range(len(heads))])
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        return self.heads[0](waveform)
 
 
 def _as_tuples(value):
@@ -283,13 +305,13 @@ def _tuple_kwargs(kw: dict) -> dict:
 
 
 def build_model(arch: str, n_classes: int, cfg: FeatureConfig, **kw) -> nn.Module:
-    """A fresh model. cfg is the front end's FeatureConfig (mfcc-linear has its own)."""
+    """A fresh model. cfg is the front end's FeatureConfig (see default_features)."""
     if arch == "seed-cnn":
         return Model(LogMel(cfg), seed_cnn_body(n_classes, cfg, **kw))
     if arch == "compact":
         kw = {k: _as_tuples(v) for k, v in kw.items()}
         return Model(LogMel(cfg), compact_body(n_classes, cfg, **kw))
-    if arch == "mfcc-linear":
+    if arch in MFCC_ARCHS:
         return MfccLinear(n_classes, cfg, **kw)
     if arch == "cnn2":
         return LogMelNet(LogMel(cfg), cnn2_body(n_classes, **_tuple_kwargs(kw)))

@@ -30,8 +30,8 @@ WINDOW = 32000  # 2 s at 16 kHz
 # EmoDB has ~2.6x fewer training clips than RAVDESS, so it gets more epochs.
 DEFAULT_EPOCHS = {"emodb": 100, "ravdess": 60}
 MFCC_EPOCHS = 40
-DEFAULT_LR = {"compact": 3e-3, "seed-cnn": 1e-3, "mfcc-linear": 1e-2}
-DEFAULT_WD = {"compact": 1e-2, "seed-cnn": 1e-2, "mfcc-linear": 1e-2}
+DEFAULT_LR = {"compact": 3e-3, "seed-cnn": 1e-3, "mfcc-linear": 1e-2, "mfcc-shared": 1e-2}
+DEFAULT_WD = {"compact": 1e-2, "seed-cnn": 1e-2, "mfcc-linear": 1e-2, "mfcc-shared": 1e-2}
 for _arch in M.PANEL_ARCHS:
     DEFAULT_LR[_arch], DEFAULT_WD[_arch] = 3e-3, 1e-2
 
@@ -47,7 +47,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--arch", default="compact", choices=M.ARCHS)
     p.add_argument("--arch-kwargs", default="{}", help="JSON dict passed to build_model")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--epochs", type=int, help="default: EmoDB 100, RAVDESS 60 (mfcc-linear 40)")
+    p.add_argument("--epochs", type=int, help="default: EmoDB 100, RAVDESS 60 (mfcc-* 40)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float)
     p.add_argument("--weight-decay", type=float)
@@ -128,7 +128,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     except (ValueError, AssertionError):
         p.error("--arch-kwargs must be a JSON object")
     if args.epochs is None:
-        args.epochs = MFCC_EPOCHS if args.arch == "mfcc-linear" else DEFAULT_EPOCHS[args.corpus]
+        args.epochs = MFCC_EPOCHS if args.arch in M.MFCC_ARCHS else DEFAULT_EPOCHS[args.corpus]
     if args.epochs < 1:
         p.error("--epochs must be >= 1")
     args.lr = args.lr or DEFAULT_LR[args.arch]
@@ -289,7 +289,7 @@ def train_model(args, classes, train: D.ClipSet, val: D.ClipSet | None, seed: in
     model = M.build_model(args.arch, len(classes), cfg, **args.arch_kwargs)
     logmel = isinstance(model, (M.Model, M.LogMelNet))
     augment_kw = D.PANEL_AUGMENT if getattr(args, "augment", "default") == "panel" else {}
-    if args.arch == "mfcc-linear":
+    if isinstance(model, M.MfccLinear):
         fit_statistics_scaler(model, train)
     elif logmel:
         mean, std = feature_stats(model, train)

@@ -1,5 +1,6 @@
 """Check an exported model directory against torch autograd on every available backend.
 
+An ensemble directory (manifest "heads") is checked against the sum of its heads' losses.
 Per graph file and backend: logits max |diff| <= 1e-4; for grad graphs also gradient cosine
 >= 0.9999 and sign agreement >= 0.999 (ignoring |g| < 1e-12) on random noise, synthetic
 speech-like audio and, with PLAINSIGHT_DATA set, a real test-speaker utterance; and 10 I-FGSM
@@ -25,7 +26,7 @@ import torch
 from plainsight_export import tflite_worker
 from plainsight_export.export import sha256_file
 from plainsight_export.gradgraph import autograd_reference
-from plainsight_export.models import load_checkpoint
+from plainsight_export.models import HeadEnsemble, load_checkpoint
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LOGITS_MAX_ABS = 1e-4
@@ -258,6 +259,11 @@ def checkpoint_for(directory: Path, manifest: dict, override: Path | None) -> Pa
         return override
     if not ref.get("path"):
         raise VerifyError(f"{directory}: manifest names no checkpoint; pass --checkpoint")
+    return _checked_checkpoint(directory, ref)
+
+
+def _checked_checkpoint(directory: Path, ref: dict) -> Path:
+    """The checkpoint a manifest names, refused if missing or changed since the export."""
     path = REPO_ROOT / ref["path"]
     if not path.is_file():
         raise VerifyError(f"{directory}: checkpoint {ref['path']} not found")
@@ -266,6 +272,18 @@ def checkpoint_for(directory: Path, manifest: dict, override: Path | None) -> Pa
             f"{directory}: {ref['path']} changed since this export (sha256 differs); rebuild"
         )
     return path
+
+
+def reference_model(directory: Path, manifest: dict, override: Path | None):
+    """The torch model a directory was exported from: its checkpoint, or for an ensemble
+    (manifest "heads") a HeadEnsemble of every head's checkpoint."""
+    heads = manifest.get("heads")
+    if not heads:
+        return load_checkpoint(checkpoint_for(directory, manifest, override))
+    if override is not None:
+        raise VerifyError(f"{directory}: ensemble heads come from the manifest, not --checkpoint")
+    models = [load_checkpoint(_checked_checkpoint(directory, h["checkpoint"])) for h in heads]
+    return HeadEnsemble(models, [h["name"] for h in heads]).eval()
 
 
 def verify_dir(
@@ -286,9 +304,7 @@ def verify_dir(
         if not path.is_file() or sha256_file(path) != meta["sha256"]:
             raise VerifyError(f"{path}: missing or sha256 differs from manifest")
     if model is None:
-        model = load_checkpoint(
-            checkpoint_for(directory, manifest, checkpoint and Path(checkpoint))
-        )
+        model = reference_model(directory, manifest, checkpoint and Path(checkpoint))
     cases = verification_inputs(manifest["corpus"], int(manifest["window_samples"]))
     names = list(cases)
     waveforms = np.stack([cases[n] for n in names])
