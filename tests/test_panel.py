@@ -187,17 +187,19 @@ def test_lowpass_augmentation_removes_high_band():
     assert batch.shape == (8, 32000) and np.isfinite(batch).all()
 
 
-def _tiny_corpus(root):
+def _tiny_corpus(root, pitch_by_speaker=False):
     import soundfile as sf
 
     wav = root / "emodb" / "wav"
     wav.mkdir(parents=True)
     rng = np.random.default_rng(0)
-    for speaker in ("03", "08", "10", "11", "15"):
+    for s, speaker in enumerate(("03", "08", "10", "11", "15")):
+        voice = 1.0 + 0.1 * s if pitch_by_speaker else 1.0
         for k, letter in enumerate("WLEAFTN"):
             n = 8000 + 1000 * k
             t = np.arange(n) / 16000
-            audio = 0.3 * np.sin(2 * np.pi * (120 + 60 * k) * t) + 0.02 * rng.standard_normal(n)
+            tone = np.sin(2 * np.pi * (120 + 60 * k) * voice * t)
+            audio = 0.3 * tone + 0.02 * rng.standard_normal(n)
             sf.write(wav / f"{speaker}a01{letter}a.wav", audio.astype(np.float32), 16000)
 
 
@@ -287,3 +289,42 @@ def test_adaptive_training_masks_with_the_evaluation_masker(tmp_path):
     np.testing.assert_array_equal(
         np.load(folder / f"emodb-{clip.stem}.npy"), masker.mask(audio, 16000)
     )
+
+
+def test_adaptive_training_with_speaker_references(tmp_path):
+    """--masked-reference speaker: each speaker's clips are neutralised toward that speaker's
+    medians over all of their clips (one cache folder per speaker), the cached clip equals the
+    masker with that reference, and the member never pairs with the clip-reference masker."""
+    from plainsight.corpora import load_audio
+    from plainsight.evaluate.panel import same_masker
+    from plainsight.masker import Masker
+    from plainsight_export import data as D
+    from plainsight_export import train
+
+    _tiny_corpus(tmp_path, pitch_by_speaker=True)
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    argv = ["--corpus", "emodb", "--data", str(tmp_path), "--arch", "compact", "--epochs", "1"]
+    argv += ["--batch-size", "8", "--out", str(out), "--no-progress", "--role", "adaptive"]
+    argv += ["--name", "adaptive-spk", "--masked-cache", str(cache)]
+    argv += ["--masked-privacy", "neutralize", "--masked-reference", "speaker"]
+    assert train.main(argv) == 0
+    clips = sorted((tmp_path / "emodb" / "wav").glob("*.wav"))
+    speakers = {c.name[:2] for c in clips}
+    assert len(list(cache.iterdir())) == len(speakers)  # one masker (and folder) per speaker
+    own = [c for c in clips if c.name.startswith("03")]
+    utts = [u for u in D.list_corpus(tmp_path, "emodb") if u.speaker == "03"]
+    refs = train.speaker_references(D.load_clips(utts, D.CLASSES["emodb"]))
+    masker = Masker(model="emodb", backend="onnx", threads=1, privacy="neutralize")
+    with_ref = Masker(
+        model="emodb",
+        backend="onnx",
+        threads=1,
+        privacy="neutralize",
+        neutralize_reference=refs["03"],
+    )
+    audio = load_audio(own[0], 16000)
+    cached = next(cache.glob(f"*/emodb-{own[0].stem}.npy"))
+    np.testing.assert_array_equal(np.load(cached), with_ref.mask(audio, 16000))
+    assert not np.array_equal(np.load(cached), masker.mask(audio, 16000))
+    ckpt = models.load_checkpoint(out / "adaptive-spk.pt").checkpoint
+    assert not same_masker(ckpt["trained_on_masker"], masker.settings())

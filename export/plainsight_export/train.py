@@ -107,6 +107,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         "(default: plainsight.neutralize.DEFAULT_STRENGTH)",
     )
     p.add_argument(
+        "--masked-reference",
+        choices=["clip", "speaker"],
+        default="clip",
+        help="adaptive attacker, --masked-privacy neutralize: what the cues are pulled toward: "
+        "each clip's own medians (clip, the file form's default) or each speaker's medians "
+        "over all of their clips (speaker: what a device learns from the voices it hears)",
+    )
+    p.add_argument(
         "--loso",
         action="store_true",
         help="leave-one-speaker-out cross-validation instead of the fixed split "
@@ -442,7 +450,7 @@ def model_size(model) -> dict:
     return {"params": M.count_params(model), "macs_per_2s": macs}
 
 
-def adaptive_masker(corpus: str, privacy: str = "mask", neutralize_strength=None):
+def adaptive_masker(corpus: str, privacy: str = "mask", neutralize_strength=None, reference=None):
     """The masker `plainsight evaluate --corpus C [--privacy P --neutralize-strength S]` uses
     (the corpus's bundled model, default strength, ONNX, 1 thread), so the adaptive attacker
     trains on what it is scored on."""
@@ -456,7 +464,23 @@ def adaptive_masker(corpus: str, privacy: str = "mask", neutralize_strength=None
         threads=1,
         privacy=privacy,
         neutralize_strength=neutralize_strength,
+        neutralize_reference=reference,
     )
+
+
+def speaker_references(clips: D.ClipSet) -> dict:
+    """Each speaker's neutralize reference: the medians over the frames of all of their clips
+    (every emotion, no labels used), instead of each clip's own medians, which keep the
+    utterance's overall pitch, level and effort."""
+    from plainsight.neutralize import Geometry, frame_features, reference_from
+
+    frames: dict[str, list] = {}
+    for utt, audio in zip(clips.utts, clips.audio, strict=True):
+        frames.setdefault(utt.speaker, []).append(frame_features(audio, Geometry(16000)))
+    return {
+        speaker: reference_from(*(np.concatenate(f) for f in zip(*parts, strict=True)), 16000)
+        for speaker, parts in frames.items()
+    }
 
 
 def neutralize_source() -> str:
@@ -482,13 +506,14 @@ def masker_key(masker) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def masked_clips(clips: D.ClipSet, cache: Path, masker) -> D.ClipSet:
-    """The clips masked by `masker` (deterministic: no random start), cached as .npy files
-    in cache/<masker key>/."""
-    folder = cache / masker_key(masker)
-    folder.mkdir(parents=True, exist_ok=True)
+def masked_clips(clips: D.ClipSet, cache: Path, masker_of) -> D.ClipSet:
+    """The clips masked by `masker_of(utterance)` (deterministic: no random start), cached as
+    .npy files in cache/<masker key>/."""
     out = []
     for utt, audio in tqdm(list(zip(clips.utts, clips.audio, strict=True)), desc="masking"):
+        masker = masker_of(utt)
+        folder = cache / masker_key(masker)
+        folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{utt.corpus}-{utt.path.stem}.npy"
         if not path.is_file():
             tmp = path.with_suffix(".tmp.npy")
@@ -514,9 +539,25 @@ def run_fixed(args, clips: D.ClipSet, classes) -> dict:
     clean_test = parts["test"]
     if args.masked_cache:
         masker = adaptive_masker(args.corpus, args.masked_privacy, args.masked_strength)
+        maskers = {}
+        if args.masked_reference == "speaker":
+            if args.masked_privacy != "neutralize":
+                raise SystemExit(
+                    "train: --masked-reference speaker needs --masked-privacy neutralize"
+                )
+            maskers = {
+                speaker: adaptive_masker(
+                    args.corpus, args.masked_privacy, args.masked_strength, reference
+                )
+                for speaker, reference in speaker_references(clips).items()
+            }
+
+        def masker_of(utt):
+            return maskers.get(utt.speaker, masker)
+
         # Every split is masked (test too, to score the member on what it was trained for);
         # the test speakers stay out of training as in every other member.
-        parts = {k: masked_clips(v, Path(args.masked_cache), masker) for k, v in parts.items()}
+        parts = {k: masked_clips(v, Path(args.masked_cache), masker_of) for k, v in parts.items()}
     start = time.time()
     model, history = train_model(
         args, classes, parts["train"], parts["val"], args.seed, not args.no_progress
@@ -539,6 +580,8 @@ def run_fixed(args, clips: D.ClipSet, classes) -> dict:
         extra["masker"] = masker.settings() | {"cache_key": masker_key(masker)}
         if args.masked_privacy != "mask":
             extra["masker"]["neutralize_source_sha256"] = neutralize_source()
+        if maskers:  # one masker per speaker: record the mode, not one speaker's reference
+            extra["masker"]["neutralize_reference"] = "per-speaker medians over all clips"
         extra["test_clean"] = evaluate(model, clean_test, classes)
         # In the checkpoint and manifest: evaluate scores an adaptive member only beside the
         # masker it was trained against.
@@ -547,6 +590,8 @@ def run_fixed(args, clips: D.ClipSet, classes) -> dict:
         extra["trained_on_masker"] = masker.settings() | {
             "masker_source_sha256": masker_source_sha256()
         }
+        if maskers:
+            extra["trained_on_masker"]["neutralize_reference"] = "per-speaker"
     if args.score_corpus:
         extra["label_map"], extra["cross_corpus_test"] = cross_corpus_test(args, model, classes)
         extra["scored_on"] = args.score_corpus

@@ -240,6 +240,7 @@ def same_masker(a: dict, b: dict) -> bool:
 
     def key(s: dict) -> tuple:
         tier = (s.get("privacy", "mask"), s.get("neutralize_strength"))
+        tier += (json.dumps(s.get("neutralize_reference")),)  # clip's own medians if None
         return tuple(json.dumps(s.get(k)) for k in MASKER_KEYS) + tier
 
     code_a, code_b = a.get("masker_source_sha256"), b.get("masker_source_sha256")
