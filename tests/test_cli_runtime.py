@@ -52,7 +52,14 @@ def test_version_and_help():
     for name in ("mask", "stream", "classify", "info", "bench"):
         sub = plainsight(name, "--help")
         assert sub.returncode == 0 and "usage: plainsight" in sub.stdout, sub.stderr
-    assert "--mask-eps" in plainsight("mask", "--help").stdout
+    mask_help = "".join(plainsight("mask", "--help").stdout.split())  # wrapping aside
+    assert "--mask-eps" in mask_help
+    # every preset says what it buys against unseen models (issue 9 §3)
+    from plainsight.masker import STRENGTH_AGAINST_UNSEEN, STRENGTHS
+
+    assert set(STRENGTH_AGAINST_UNSEEN) == set(STRENGTHS)
+    for note in STRENGTH_AGAINST_UNSEEN.values():
+        assert "".join(note.split()) in mask_help
 
 
 def test_missing_command_module_is_reported(monkeypatch, capsys):

@@ -53,6 +53,7 @@ def add_engine_arguments(parser: argparse.ArgumentParser, masking: bool = True) 
         MAX_STEPS,
         METHODS,
         MIN_EPS,
+        STRENGTH_AGAINST_UNSEEN,
         STRENGTHS,
     )
 
@@ -62,10 +63,12 @@ def add_engine_arguments(parser: argparse.ArgumentParser, masking: bool = True) 
         choices=list(STRENGTHS),
         default=DEFAULT_STRENGTH,
         help="; ".join(
-            f"{name}: {p['method']} {p['steps']} steps, {p['snr_db']:g} dB SNR"
+            f"{name}: {p['method']} {p['steps']} steps, {p['snr_db']:g} dB SNR "
+            f"({STRENGTH_AGAINST_UNSEEN[name]})"
             for name, p in STRENGTHS.items()
         )
-        + f" (default {DEFAULT_STRENGTH})",
+        + f" (default {DEFAULT_STRENGTH}). None hides emotion from every unknown model: "
+        "docs/EVALUATION.md",
     )
     group.add_argument("--mask-method", choices=list(METHODS))
     group.add_argument(
