@@ -134,3 +134,39 @@ def test_stream_crafting_keeps_length_and_each_hop_budget():
         seen = audio[: first + 4000].astype(np.float64)
         limit = np.sqrt(np.sum(seen**2) / len(seen)) * 10 ** (-35 / 20)
         assert np.abs(delta[first : first + 4000]).max() <= limit * (1 + 1e-5)
+
+
+def test_spectral_shaper_follows_the_speech_spectrum():
+    clean = torch.from_numpy(_speechy(32000))
+    white = torch.from_numpy(np.random.default_rng(1).standard_normal(32000).astype(np.float32))
+    identity = T.SpectralShaper(clean, 0.0)
+    assert torch.equal(identity(white), white)
+    shaper = T.SpectralShaper(clean, 1.0)
+    a, b = white, torch.roll(white, 777)
+    torch.testing.assert_close(shaper(a + b), shaper(a) + shaper(b), atol=1e-5, rtol=1e-4)
+
+    def band_energy(x, lo, hi):
+        spec = torch.fft.rfft(x).abs() ** 2
+        freqs = torch.fft.rfftfreq(len(x), 1 / 16000)
+        return float(spec[(freqs >= lo) & (freqs < hi)].sum())
+
+    # the clean signal has its energy at 180 Hz and 2.3 kHz: the shaped noise too, white not
+    for x, concentrated in ((white, False), (shaper(white), True)):
+        share = (band_energy(x, 150, 210) + band_energy(x, 2250, 2350)) / band_energy(x, 0, 8000)
+        assert (share > 0.5) == concentrated, share
+
+
+def test_shaped_craft_keeps_length_and_moves_toward_the_target():
+    audio = _speechy(40000)
+    method = T.Method("shaped", ["toy"], steps=5, shape=1.0)
+    surrogate = _surrogate()
+    delta = T.craft(audio, 30.0, [surrogate], method, np.random.default_rng(0))
+    assert delta.shape == audio.shape and np.abs(delta).max() > 0
+    starts = window_starts(len(audio), T.WINDOW, T.HOP)
+
+    def target_logit(x):
+        wins = torch.from_numpy(np.stack([x[s : s + T.WINDOW] for s in starts]))
+        with torch.no_grad():
+            return torch.log_softmax(surrogate.model(wins), 1)[:, 1].mean().item()
+
+    assert target_logit(audio + delta) > target_logit(audio)

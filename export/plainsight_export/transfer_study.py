@@ -111,6 +111,7 @@ class Method:
     loss: str = "ce"  # ce | margin
     momentum: float = 0.0  # MI-FGSM decay; 0 = plain I-FGSM
     variance: int = 0  # VMI-FGSM neighbours per step; 0 = off
+    shape: float = 0.0  # perturbation spectrum ~ |speech STFT| ** shape (0 = white, as today)
     note: str = ""
     extra: dict = field(default_factory=dict)
 
@@ -149,9 +150,40 @@ def plan(audio: np.ndarray, snr_db: float):
     return audio.astype(np.float32), bound.reshape(-1)[:n], window_starts(n, WINDOW, HOP), 0
 
 
-def gradient(u, signal, bound, starts, surrogates, method: Method, rng) -> torch.Tensor:
+SHAPE_FFT, SHAPE_HOP = 512, 128
+SHAPE_FLOOR_DB = -50.0  # weights below this (relative to the loudest bin) are lifted to it
+
+
+class SpectralShaper:
+    """delta = ISTFT(STFT(v) * W), W = |STFT(clean)| ** shape normalised to unit mean square
+    over the clip's bins: a fixed linear map, so the perturbation's energy follows the
+    speech spectrogram (the same local SNR in every time-frequency bin, where the speech
+    masks it) instead of a flat spectrum. shape 0 is the identity."""
+
+    def __init__(self, clean: torch.Tensor, shape: float):
+        self.shape = float(shape)
+        self.n = len(clean)
+        if self.shape:
+            mag = self._stft(clean).abs()
+            mag = mag.clamp_min(float(mag.max()) * 10 ** (SHAPE_FLOOR_DB / 20))
+            weight = mag**self.shape
+            self.weight = weight / weight.pow(2).mean().sqrt()
+
+    def _stft(self, x: torch.Tensor) -> torch.Tensor:
+        window = torch.hann_window(SHAPE_FFT)
+        return torch.stft(x, SHAPE_FFT, SHAPE_HOP, window=window, return_complex=True)
+
+    def __call__(self, v: torch.Tensor) -> torch.Tensor:
+        if not self.shape:
+            return v
+        window = torch.hann_window(SHAPE_FFT)
+        spec = self._stft(v) * self.weight
+        return torch.istft(spec, SHAPE_FFT, SHAPE_HOP, window=window, length=self.n)
+
+
+def gradient(u, signal, bound, starts, surrogates, method: Method, rng, shaper=None):
     u = u.detach().requires_grad_(True)
-    adv = signal + bound * u
+    adv = signal + (shaper or (lambda v: v))(bound * u)
     total = torch.zeros(())
     for _ in range(method.samples):
         x, st = transform(adv, starts, method.diversity, rng)
@@ -167,25 +199,29 @@ def optimise(signal_np, bound_np, starts, surrogates, method: Method, rng) -> np
     """I-FGSM family on u (delta = bound * u, |u| <= 1), loss summed over the windows at
     `starts`, as Masker._optimise does."""
     signal, bound = torch.from_numpy(signal_np), torch.from_numpy(bound_np)
+    shaper = SpectralShaper(signal, method.shape)
     u = torch.zeros_like(signal)
     step = min(1.0, 2.0 / method.steps)
     velocity = torch.zeros_like(signal)
     variance = torch.zeros_like(signal)
     for _ in range(method.steps):
-        g = gradient(u, signal, bound, starts, surrogates, method, rng)
+        g = gradient(u, signal, bound, starts, surrogates, method, rng, shaper)
         if method.variance:  # VMI-FGSM: gradient + last step's neighbourhood variance
             tuned = g + variance
             around = torch.zeros_like(g)
             for _ in range(method.variance):
                 jitter = torch.from_numpy(rng.uniform(-1.5, 1.5, len(u)).astype(np.float32))
-                around += gradient(u + jitter, signal, bound, starts, surrogates, method, rng)
+                around += gradient(
+                    u + jitter, signal, bound, starts, surrogates, method, rng, shaper
+                )
             variance = around / method.variance - g
             g = tuned
         if method.momentum:
             velocity = method.momentum * velocity + g / g.abs().mean().clamp_min(1e-20)
             g = velocity
         u = (u - step * torch.sign(g)).clamp(-1.0, 1.0)
-    return (bound * u).numpy()
+    with torch.no_grad():
+        return shaper(bound * u).numpy()
 
 
 def craft(audio: np.ndarray, snr_db: float, surrogates, method: Method, rng) -> np.ndarray:
@@ -310,6 +346,10 @@ METHODS = _methods(
     ("compact+mfcc", ["compact", "surrogate-mfcc"], {}),
     ("mfcc-only", ["surrogate-mfcc"], {}),
     ("crnn-only", ["surrogate-crnn"], {}),
+    # Where the energy goes (issue 9 §2): the perturbation's spectrum follows the speech's.
+    ("shaped-0.5", ["compact"], {"shape": 0.5}),
+    ("shaped-1", ["compact"], {"shape": 1.0}),
+    ("compact+mfcc-shaped-1", ["compact", "surrogate-mfcc"], {"shape": 1.0}),
 )
 
 
@@ -372,6 +412,7 @@ def run(args) -> dict:
             "loss": method.loss,
             "momentum": method.momentum,
             "variance": method.variance,
+            "shape": method.shape,
             "note": method.note,
             "median_snr_db": metrics.distribution(snr)["median"],
             "pesq_wb": metrics.distribution(pesq),
@@ -414,6 +455,8 @@ def table(results: dict) -> str:
             extra.append(f"VMI x{r['variance']}")
         if r["loss"] != "ce":
             extra.append(r["loss"])
+        if r.get("shape"):
+            extra.append(f"shaped {r['shape']:g}")
         if r["samples"] > 1:
             extra.append(f"{r['samples']} samples")
         div = ",".join(r["diversity"]) or "-"
