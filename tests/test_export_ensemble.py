@@ -209,3 +209,23 @@ def test_verify_catches_a_compact_only_gradient(exported_ensemble, tmp_path):
     checks = verify.verify_dir(compact_only, model=model, backends=("onnx",), log=lambda _: None)
     failed = {(c.file, c.metric) for c in checks if not c.ok}
     assert ("grad.onnx", "grad cosine") in failed
+
+
+def test_loss_weights_scale_each_head():
+    """A head's loss weight multiplies its gradient (graph and autograd alike)."""
+    base = ensemble()
+    weighted = HeadEnsemble(list(base.heads), base.names, [1.0, 0.3]).eval()
+    gen = torch.Generator().manual_seed(6)
+    waveform = 0.1 * torch.randn(2, 6400, generator=gen)
+    target = torch.eye(CLASSES)[[0, 2]]
+    ref_logits, ref_grad = autograd_reference(weighted, waveform, target)
+    with torch.no_grad():
+        logits, grad = EnsembleGradientGraph(weighted)(waveform, target)
+        _, compact_only = GradientGraph(base.heads[0])(waveform, target)
+    mfcc_only = autograd_reference(base.heads[1], waveform, target)[1]
+    assert torch.allclose(logits, ref_logits, atol=1e-5)
+    assert cosine(grad, ref_grad) > 0.99999
+    assert cosine(grad, compact_only + 0.3 * mfcc_only) > 0.99999
+    assert cosine(grad, compact_only + mfcc_only) < 0.999
+    with pytest.raises(ValueError, match="positive loss weight"):
+        HeadEnsemble(list(base.heads), weights=[1.0, 0.0])

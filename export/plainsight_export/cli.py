@@ -108,14 +108,16 @@ def _checkpoint_ref(path: Path) -> dict:
     return {"path": path.relative_to(REPO_ROOT).as_posix(), "sha256": sha256_file(path)}
 
 
-def ensemble_for(heads: tuple[Path, ...]):
-    """(HeadEnsemble, checkpoint dict for the manifest, manifest "heads") of checkpoints."""
+def ensemble_for(heads: tuple[Path, ...], weights=None):
+    """(HeadEnsemble, checkpoint dict for the manifest, manifest "heads") of checkpoints,
+    loss weight 1 each unless `weights` is given."""
     from plainsight_export.models import HeadEnsemble, load_checkpoint
 
     models = [load_checkpoint(path) for path in heads]
     classes = [list(m.checkpoint["classes"]) for m in models]
     if any(c != classes[0] for c in classes):
         raise ValueError(f"ensemble heads disagree on the classes: {classes}")
+    weights = [float(w) for w in (weights or [1.0] * len(heads))]
     ckpt = dict(models[0].checkpoint)
     ckpt.update(arch="+".join(m.checkpoint["arch"] for m in models), role="option")
     described = [
@@ -123,13 +125,13 @@ def ensemble_for(heads: tuple[Path, ...]):
             "name": path.stem,
             "arch": m.checkpoint["arch"],
             "role": m.checkpoint.get("role"),
-            "loss_weight": 1.0,
+            "loss_weight": weight,
             "test_uar": (m.checkpoint.get("metrics") or {}).get("uar"),
             "checkpoint": _checkpoint_ref(path),
         }
-        for path, m in zip(heads, models, strict=True)
+        for path, m, weight in zip(heads, models, weights, strict=True)
     ]
-    ensemble = HeadEnsemble(models, [path.stem for path in heads]).eval()
+    ensemble = HeadEnsemble(models, [path.stem for path in heads], weights).eval()
     return ensemble, ckpt, described
 
 
@@ -143,7 +145,7 @@ def export_target(target: Target, out_dir: Path) -> dict:
         extra = {
             "heads": heads,
             "loss": "grad = d/dwaveform of the sum of the heads' cross-entropies to the target "
-            "(weight 1 each); logits = the first head's; one shared log-mel",
+            "(times each head's loss_weight); logits = the first head's; one shared log-mel",
         }
     else:
         model = load_checkpoint(target.checkpoint)

@@ -487,27 +487,35 @@ class EnsembleGradientGraph(_Graph):
         first, *others = ensemble.heads
         super().__init__(first, conv_backward, frontend_mode)
         self.mfcc_heads = nn.ModuleList(MfccHeadGraph(head, self.cfg) for head in others)
+        self.weights = tuple(ensemble.weights)
         self.eval()
 
     def forward(self, waveform: torch.Tensor, target: torch.Tensor):
+        # w * d CE(target) / d logits = d CE(w * target) / d logits: a weight scales the target.
+        targets = [target if w == 1.0 else target * w for w in self.weights]
         log_mel, cache = self._log_mel(waveform)
         feats = ((log_mel - self.mean) * self.inv_std).unsqueeze(1)
         logits, saved = self._body(feats, keep=True)
-        d_log = self._body_backward(_ce_grad(logits, target), saved)[:, 0] * self.inv_std
-        for head in self.mfcc_heads:
-            d_log = d_log + head.input_grad(log_mel, target)
+        d_log = self._body_backward(_ce_grad(logits, targets[0]), saved)[:, 0] * self.inv_std
+        for head, head_target in zip(self.mfcc_heads, targets[1:], strict=True):
+            d_log = d_log + head.input_grad(log_mel, head_target)
         return logits, self._log_mel_backward(d_log, cache, _dims(waveform)[-1])
 
 
 def autograd_reference(model: nn.Module, waveform: torch.Tensor, target: torch.Tensor):
     """(logits, grad) of the original eval-mode model by torch.autograd (the test oracle).
 
-    A HeadEnsemble gives the first head's logits and the gradient of the sum of the heads'
-    cross-entropies."""
+    A HeadEnsemble gives the first head's logits and the gradient of the weighted sum of the
+    heads' cross-entropies."""
     model = model.eval()
-    heads = list(model.heads) if isinstance(model, HeadEnsemble) else [model]
+    ensemble = isinstance(model, HeadEnsemble)
+    heads = list(model.heads) if ensemble else [model]
+    weights = model.weights if ensemble else [1.0]
     x = waveform.detach().clone().requires_grad_(True)
     outputs = [head(x) for head in heads]
-    loss = sum(-(target * torch.log_softmax(out, dim=-1)).sum() for out in outputs)
+    loss = sum(
+        -w * (target * torch.log_softmax(out, dim=-1)).sum()
+        for w, out in zip(weights, outputs, strict=True)
+    )
     (grad,) = torch.autograd.grad(loss, x)
     return outputs[0].detach(), grad.detach()

@@ -278,16 +278,20 @@ class MfccLinear(nn.Module):
 
 
 class HeadEnsemble(nn.Module):
-    """Heads on one waveform: forward = the first head's logits; the attack loss is the sum
-    of every head's cross-entropy, weight 1 each (as transfer_study.gradient sums them).
+    """Heads on one waveform: forward = the first head's logits; the attack loss is the
+    weighted sum of every head's cross-entropy (default weight 1 each, as
+    transfer_study.gradient sums them).
 
     Gradient graph (gradgraph.EnsembleGradientGraph): a `Model` first, then `MfccLinear`
     heads on the same FeatureConfig, so one log-mel serves them all."""
 
-    def __init__(self, heads: list[nn.Module], names: list[str] | None = None):
+    def __init__(self, heads: list[nn.Module], names: list[str] | None = None, weights=None):
         super().__init__()
         self.heads = nn.ModuleList(heads)
         self.names = list(names or [f"head{i}" for i in range(len(heads))])
+        self.weights = [float(w) for w in (weights or [1.0] * len(heads))]
+        if len(self.weights) != len(heads) or not all(w > 0 for w in self.weights):
+            raise ValueError(f"need one positive loss weight per head, got {self.weights}")
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         return self.heads[0](waveform)

@@ -283,7 +283,8 @@ def reference_model(directory: Path, manifest: dict, override: Path | None):
     if override is not None:
         raise VerifyError(f"{directory}: ensemble heads come from the manifest, not --checkpoint")
     models = [load_checkpoint(_checked_checkpoint(directory, h["checkpoint"])) for h in heads]
-    return HeadEnsemble(models, [h["name"] for h in heads]).eval()
+    weights = [h.get("loss_weight", 1.0) for h in heads]
+    return HeadEnsemble(models, [h["name"] for h in heads], weights).eval()
 
 
 def verify_dir(
