@@ -170,3 +170,42 @@ def test_shaped_craft_keeps_length_and_moves_toward_the_target():
             return torch.log_softmax(surrogate.model(wins), 1)[:, 1].mean().item()
 
     assert target_logit(audio + delta) > target_logit(audio)
+
+
+class _SpectralToy(torch.nn.Module):
+    """Log energies of 16 frequency bands of the window -> 3 logits: a model that a
+    time-shifted perturbation can move (the time-segment toy cannot tell a shift apart)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(1)
+        self.linear = torch.nn.Linear(16, 3)
+
+    def forward(self, x):
+        power = torch.fft.rfft(x).abs().pow(2)[:, 1:]
+        bands = power[:, : power.shape[1] // 16 * 16].reshape(len(x), 16, -1).mean(dim=2)
+        return self.linear(torch.log(bands + 1e-6))
+
+
+def test_universal_perturbation_moves_unseen_clips_toward_the_target(monkeypatch):
+    surrogate = T.Surrogate("spectral-toy", _SpectralToy().eval(), target=1)
+    train = [_speechy(n, seed) for seed, n in enumerate((20000, 36000, 50000))]
+    monkeypatch.setattr(T, "UNIVERSAL_STEPS", 0)
+    untrained = T.train_universal(train, [surrogate], 5.0, seed=0)  # its random start
+    monkeypatch.setattr(T, "UNIVERSAL_STEPS", 60)
+    v = T.train_universal(train, [surrogate], 5.0, seed=0)
+    assert v.shape == (T.WINDOW,) and np.isfinite(v).all()
+    clip = _speechy(45000, seed=9)  # not a training clip
+    delta = T.tile_universal(v, len(clip))
+    assert delta.shape == clip.shape
+    np.testing.assert_array_equal(delta[T.WINDOW :], v[: len(clip) - T.WINDOW])
+    starts = window_starts(len(clip), T.WINDOW, T.HOP)
+
+    def target_logprob(perturbation):
+        x = T.at_snr(clip, T.tile_universal(perturbation, len(clip)), 5.0)
+        wins = torch.from_numpy(np.stack([x[s : s + T.WINDOW] for s in starts]))
+        with torch.no_grad():
+            return torch.log_softmax(surrogate.model(wins), 1)[:, 1].mean().item()
+
+    # at the same SNR, the trained perturbation moves an unseen clip further than its start
+    assert target_logprob(v) > target_logprob(untrained) + 0.1

@@ -112,6 +112,7 @@ class Method:
     momentum: float = 0.0  # MI-FGSM decay; 0 = plain I-FGSM
     variance: int = 0  # VMI-FGSM neighbours per step; 0 = off
     shape: float = 0.0  # perturbation spectrum ~ |speech STFT| ** shape (0 = white, as today)
+    universal: bool = False  # one 2 s perturbation for every clip, trained offline
     note: str = ""
     extra: dict = field(default_factory=dict)
 
@@ -255,6 +256,46 @@ def craft_stream(audio, snr_db: float, surrogates, method: Method, rng, hop: int
     return np.concatenate(out)
 
 
+UNIVERSAL_STEPS, UNIVERSAL_BATCH, UNIVERSAL_LR = 300, 8, 0.01
+
+
+def train_universal(clips: list[np.ndarray], surrogates, snr_db: float, seed: int) -> np.ndarray:
+    """A universal perturbation: one 2 s signal v, added (circularly shifted by a random
+    offset, scaled to each crop's RMS at snr_db) to random 2 s crops of the TRAINING
+    speakers' clips, trained with Adam to move every surrogate toward the target class.
+    The shift and gain draws make it work wherever a listener's window starts."""
+    rng = np.random.default_rng(seed)
+    v = torch.from_numpy(rng.standard_normal(WINDOW).astype(np.float32)).requires_grad_(True)
+    opt = torch.optim.Adam([v], lr=UNIVERSAL_LR)
+    scale = 10 ** (-snr_db / 20)
+    for _ in range(UNIVERSAL_STEPS):
+        crops = []
+        for i in rng.integers(0, len(clips), UNIVERSAL_BATCH):
+            audio = clips[i]
+            if len(audio) <= WINDOW:
+                crop = np.zeros(WINDOW, np.float32)
+                at = int(rng.integers(0, WINDOW - len(audio) + 1))
+                crop[at : at + len(audio)] = audio
+            else:
+                at = int(rng.integers(0, len(audio) - WINDOW + 1))
+                crop = audio[at : at + WINDOW]
+            crops.append(crop * float(10 ** (rng.uniform(-6, 6) / 20)))
+        x = torch.from_numpy(np.stack(crops).astype(np.float32))
+        rms = x.pow(2).mean(dim=1, keepdim=True).sqrt()
+        shifted = torch.roll(v, int(rng.integers(0, WINDOW)))
+        delta = shifted / shifted.pow(2).mean().sqrt() * rms * scale
+        loss = sum(objective(s.logits(x + delta), s.target, "ce") for s in surrogates)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return v.detach().numpy()
+
+
+def tile_universal(v: np.ndarray, n: int) -> np.ndarray:
+    """The universal perturbation repeated over a clip of n samples (at_snr scales it)."""
+    return np.tile(v, -(-n // len(v)))[:n]
+
+
 def at_snr(clean: np.ndarray, delta: np.ndarray, snr_db: float) -> np.ndarray:
     """Scale a perturbation so that the clip's measured SNR is exactly snr_db."""
     power = float(np.mean(delta.astype(np.float64) ** 2))
@@ -347,6 +388,8 @@ METHODS = _methods(
     ("mfcc-only", ["surrogate-mfcc"], {}),
     ("crnn-only", ["surrogate-crnn"], {}),
     # Where the energy goes (issue 9 §2): the perturbation's spectrum follows the speech's.
+    ("universal", ["compact"], {"universal": True}),
+    ("universal-ens", ENSEMBLE, {"universal": True}),
     ("shaped-0.5", ["compact"], {"shape": 0.5}),
     ("shaped-1", ["compact"], {"shape": 1.0}),
     ("compact+mfcc-shaped-1", ["compact", "surrogate-mfcc"], {"shape": 1.0}),
@@ -354,6 +397,15 @@ METHODS = _methods(
 
 
 # ----------------------------------------------------------------------------- the study
+def training_audio(args) -> list[np.ndarray]:
+    """The training speakers' clips (never the test or validation speakers)."""
+    from plainsight_export import data as D
+
+    if getattr(args, "_training_audio", None) is None:
+        args._training_audio = D.fixed_split(D.load_corpus(args.data, args.corpus))["train"].audio
+    return args._training_audio
+
+
 def run(args) -> dict:
     torch.set_num_threads(1)
     clips = P.test_clips(args.data, args.corpus, args.limit)
@@ -380,6 +432,7 @@ def run(args) -> dict:
     # Rows scored by another panel are stale: drop them (--rescore brings cached ones back).
     results["methods"] = {k: v for k, v in previous.items() if set(v["panel_uar"]) == names}
     loaded: dict[str, Surrogate] = {}
+    args.cache.mkdir(parents=True, exist_ok=True)
     for name in args.methods:
         method = METHODS[name.removesuffix("@stream")]
         cached = args.cache / f"{name}.npz"
@@ -393,13 +446,17 @@ def run(args) -> dict:
             surrogates = [loaded[s] for s in method.surrogates]
             rng = np.random.default_rng(args.seed)
             start = time.perf_counter()
-            crafter = craft_stream if args.stream else craft
-            masked = [
-                at_snr(a, crafter(a, args.budget_db, surrogates, method, rng), args.snr_db)
-                for a in clean
-            ]
+            if method.universal:  # trained on the training speakers, then free per clip
+                v = train_universal(training_audio(args), surrogates, args.snr_db, args.seed)
+                np.save(args.cache / f"{name}-universal.npy", v)
+                masked = [at_snr(a, tile_universal(v, len(a)), args.snr_db) for a in clean]
+            else:
+                crafter = craft_stream if args.stream else craft
+                masked = [
+                    at_snr(a, crafter(a, args.budget_db, surrogates, method, rng), args.snr_db)
+                    for a in clean
+                ]
             seconds = time.perf_counter() - start
-            args.cache.mkdir(parents=True, exist_ok=True)
             np.savez(cached, **{f"clip{i}": m for i, m in enumerate(masked)})
         noise = P.noise_control(clean, masked)
         pesq = [metrics.pesq_wb(c, m) for c, m in zip(clean, masked, strict=True)]
@@ -413,6 +470,7 @@ def run(args) -> dict:
             "momentum": method.momentum,
             "variance": method.variance,
             "shape": method.shape,
+            "universal": method.universal,
             "note": method.note,
             "median_snr_db": metrics.distribution(snr)["median"],
             "pesq_wb": metrics.distribution(pesq),
@@ -455,6 +513,8 @@ def table(results: dict) -> str:
             extra.append(f"VMI x{r['variance']}")
         if r["loss"] != "ce":
             extra.append(r["loss"])
+        if r.get("universal"):
+            extra.append("universal")
         if r.get("shape"):
             extra.append(f"shaped {r['shape']:g}")
         if r["samples"] > 1:
