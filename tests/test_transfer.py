@@ -209,3 +209,24 @@ def test_universal_perturbation_moves_unseen_clips_toward_the_target(monkeypatch
 
     # at the same SNR, the trained perturbation moves an unseen clip further than its start
     assert target_logprob(v) > target_logprob(untrained) + 0.1
+
+
+def test_feature_loss_disrupts_the_cnn_layer_more_than_noise():
+    from plainsight.features import FeatureConfig
+    from plainsight_export import models as M
+
+    torch.manual_seed(0)
+    model = M.build_model("compact", 3, FeatureConfig()).eval()
+    surrogate = T.Surrogate("compact-toy", model, target=1)
+    audio = _speechy(32000)
+    method = T.Method("feature", ["compact-toy"], steps=5, loss="feature", layer=6)
+    delta = T.craft(audio, 30.0, [surrogate], method, np.random.default_rng(0))
+    noise = np.random.default_rng(1).standard_normal(len(audio)).astype(np.float32)
+
+    def disruption(perturbation):
+        x = torch.from_numpy(T.at_snr(audio, perturbation, 30.0))[None]
+        clean = torch.from_numpy(audio)[None]
+        with torch.no_grad():
+            return -T.feature_disruption(surrogate, x, clean, 6).item()
+
+    assert disruption(delta) > 2 * disruption(noise)

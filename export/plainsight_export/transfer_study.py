@@ -108,7 +108,8 @@ class Method:
     steps: int = 10
     diversity: tuple[str, ...] = ()
     samples: int = 1  # transformed copies per iteration (gradients averaged)
-    loss: str = "ce"  # ce | margin
+    loss: str = "ce"  # ce | margin | feature (disrupt a CNN layer) | ce+feature
+    layer: int = 6  # feature losses: the body layers whose output is disrupted (6 = 2 blocks)
     momentum: float = 0.0  # MI-FGSM decay; 0 = plain I-FGSM
     variance: int = 0  # VMI-FGSM neighbours per step; 0 = off
     shape: float = 0.0  # perturbation spectrum ~ |speech STFT| ** shape (0 = white, as today)
@@ -182,6 +183,17 @@ class SpectralShaper:
         return torch.istft(spec, SHAPE_FFT, SHAPE_HOP, window=window, length=self.n)
 
 
+def feature_disruption(s: Surrogate, windows, clean_windows, layer: int) -> torch.Tensor:
+    """Loss to MINIMISE: minus the relative squared change of a log-mel CNN's intermediate
+    feature map (its first `layer` body layers), a model-agnostic push away from the clean
+    clip's features rather than toward one model's decision."""
+    head = s.model.body[:layer]
+    with torch.no_grad():
+        ref = head(s.model.features(clean_windows, fast=True))
+    out = head(s.model.features(windows, fast=True))
+    return -(out - ref).pow(2).mean() / ref.pow(2).mean().clamp_min(1e-12)
+
+
 def gradient(u, signal, bound, starts, surrogates, method: Method, rng, shaper=None):
     u = u.detach().requires_grad_(True)
     adv = signal + (shaper or (lambda v: v))(bound * u)
@@ -191,7 +203,12 @@ def gradient(u, signal, bound, starts, surrogates, method: Method, rng, shaper=N
         index = torch.from_numpy(st[:, None] + np.arange(WINDOW)[None, :])
         windows = x[index]
         for s in surrogates:
-            total = total + objective(s.logits(windows), s.target, method.loss)
+            feature = "feature" in method.loss and isinstance(s.model, M.Model)
+            if feature:
+                total = total + feature_disruption(s, windows, signal[index], method.layer)
+            if not feature or method.loss == "ce+feature":
+                kind = "margin" if method.loss == "margin" else "ce"
+                total = total + objective(s.logits(windows), s.target, kind)
     (g,) = torch.autograd.grad(total, u)
     return g
 
@@ -202,6 +219,8 @@ def optimise(signal_np, bound_np, starts, surrogates, method: Method, rng) -> np
     signal, bound = torch.from_numpy(signal_np), torch.from_numpy(bound_np)
     shaper = SpectralShaper(signal, method.shape)
     u = torch.zeros_like(signal)
+    if "feature" in method.loss:  # a feature distance has zero gradient at the clean point
+        u = torch.from_numpy(rng.uniform(-0.1, 0.1, len(u)).astype(np.float32))
     step = min(1.0, 2.0 / method.steps)
     velocity = torch.zeros_like(signal)
     variance = torch.zeros_like(signal)
@@ -388,6 +407,10 @@ METHODS = _methods(
     ("mfcc-only", ["surrogate-mfcc"], {}),
     ("crnn-only", ["surrogate-crnn"], {}),
     # Where the energy goes (issue 9 §2): the perturbation's spectrum follows the speech's.
+    ("feature-l3", ["compact"], {"loss": "feature", "layer": 3}),
+    ("feature-l6", ["compact"], {"loss": "feature", "layer": 6}),
+    ("feature-l12", ["compact"], {"loss": "feature", "layer": 12}),
+    ("ce+feature-l6", ["compact"], {"loss": "ce+feature", "layer": 6}),
     ("universal", ["compact"], {"universal": True}),
     ("universal-ens", ENSEMBLE, {"universal": True}),
     ("shaped-0.5", ["compact"], {"shape": 0.5}),
@@ -467,6 +490,7 @@ def run(args) -> dict:
             "diversity": list(method.diversity),
             "samples": method.samples,
             "loss": method.loss,
+            "layer": method.layer if "feature" in method.loss else None,
             "momentum": method.momentum,
             "variance": method.variance,
             "shape": method.shape,
