@@ -67,8 +67,9 @@ class Scorer:
 
     Protocol of the training report (an attacker's natural reading): mean logits of
     window-sized frames with hop window/2 covering the whole clip, the last one ending at
-    the clip's end; a short clip is one centred, zero-padded window. These windows are not
-    aligned with the masker's (which start at 0 and do not overlap), as in real use.
+    the clip's end; a short clip is one centred, zero-padded window. These are the very
+    windows `Masker.mask` optimises (same grid, same centring), so the white-box figure is an
+    aligned listener's: benchmarks/listener_alignment.py scores offset grids.
     """
 
     def __init__(self, spec: ModelSpec, backend: str = "onnx", threads: int = 1, batch: int = 8):
