@@ -6,6 +6,7 @@ Fast and torch-free: a hand-made result for the interpolation, toy ONNX models f
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from plainsight.evaluate.report import budget_reach, curve_tables, markdown, plots
 from test_eval_live_path import TOY_MASKER, toy_clips
@@ -106,3 +107,55 @@ def test_bad_curve_flags_are_one_line_errors(tmp_path, capsys, monkeypatch, flag
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
     assert not (tmp_path / "eval-out").exists()
+
+
+def test_listener_offset_moves_every_listeners_window_grid(toy_panel, monkeypatch):
+    """--listener-offset-ms: white-box and attackers hear each clip from the offset on (their
+    grid is not the masker's); the result records it; 0 is the historical aligned protocol."""
+    from plainsight.evaluate import pipeline as P
+    from plainsight.evaluate.run import EvalConfig, evaluate, json_ready
+
+    class Recorder:
+        name = "recorder"
+
+        def report(self, audios, labels):
+            self.lengths = [len(a) for a in audios]
+            return {"uar": 0.0}
+
+    inner = Recorder()
+    listener = P.OffsetListener(inner, 1600)
+    listener.report([np.zeros(5000), np.zeros(1000)], ["a", "b"])
+    assert inner.lengths == [3400, 1] and listener.name == "recorder"
+
+    heard = []
+    original = P.Scorer.clip_logits
+
+    def recording(self, audios):
+        heard.extend(len(a) for a in audios)
+        return original(self, audios)
+
+    monkeypatch.setattr(P.Scorer, "clip_logits", recording)
+    whitebox, attacker = toy_panel
+    results, lengths = {}, {}
+    for offset in (0.0, 300.0):
+        heard.clear()
+        cfg = EvalConfig(
+            corpus="toy",
+            data="",
+            masker={"model": str(whitebox), "objective": "neutral", **TOY_MASKER},
+            asr=False,
+            curves=False,
+            dnsmos=False,
+            progress=False,
+            clips=toy_clips(4),
+            attackers=str(attacker),
+            listener_offset_ms=offset,
+        )
+        results[offset] = json_ready(evaluate(cfg))
+        lengths[offset] = list(heard)
+    assert results[300.0]["listener_offset_ms"] == 300.0
+    assert results[0.0]["listener_offset_ms"] == 0.0
+    assert "starts 300 ms into each clip" in markdown(results[300.0], "cmd")
+    # every listener call (white-box and attacker, every condition) heard 4800 samples less
+    assert len(lengths[0.0]) == len(lengths[300.0]) > 0
+    assert all(a - b == 4800 for a, b in zip(lengths[0.0], lengths[300.0], strict=True))

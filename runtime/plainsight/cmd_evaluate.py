@@ -79,6 +79,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-asr", action="store_true", help="skip Whisper")
     parser.add_argument("--no-curves", action="store_true", help="skip steps/budget curves")
     parser.add_argument(
+        "--listener-offset-ms",
+        type=float,
+        default=0.0,
+        help="every listener hears each clip from this offset on, so its 2 s window grid is "
+        "not the masker's (0: the masker's own grid; 0..1000)",
+    )
+    parser.add_argument(
         "--budget-curve",
         help="comma-separated SNR budgets (dB) of the budget curve (default 50,45,40,35,30,25,20)",
     )
@@ -253,6 +260,9 @@ def run(args) -> int:
     except ValueError as exc:
         print(f"plainsight evaluate: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if not 0.0 <= args.listener_offset_ms <= 1000.0:
+        print("plainsight evaluate: --listener-offset-ms must be in 0..1000", file=sys.stderr)
+        return EXIT_USAGE
     out = Path(args.out or Path("eval-out") / args.corpus)
     command = "plainsight evaluate " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     progress = not getattr(args, "quiet", False)
@@ -285,6 +295,7 @@ def run(args) -> int:
             asr_codecs=args.asr_codecs,
             panel=args.panel,
             dnsmos=not args.no_dnsmos,
+            listener_offset_ms=args.listener_offset_ms,
         )
         if budget_curve is not None:
             cfg.budget_curve = budget_curve

@@ -230,6 +230,22 @@ def quality(clean, processed, pesq_stoi_clips: int = 0, stoi_clips: int | None =
     return out
 
 
+class OffsetListener:
+    """A listener whose window grid starts `cut` samples after the masker's: it hears every
+    clip from there on, as if its stream began there (at least one sample is kept). Everything
+    but `report` is the wrapped scorer's."""
+
+    def __init__(self, scorer, cut: int):
+        self._scorer, self.cut = scorer, int(cut)
+
+    def __getattr__(self, name):
+        return getattr(self._scorer, name)
+
+    def report(self, audios, labels) -> dict:
+        cropped = [a[min(self.cut, len(a) - 1) :] for a in audios]
+        return self._scorer.report(cropped, labels)
+
+
 def score(scorers: list[Scorer], audios, labels) -> dict:
     return {s.name: s.report(audios, labels) for s in scorers}
 

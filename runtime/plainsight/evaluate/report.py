@@ -93,6 +93,7 @@ def markdown(result: dict, command: str) -> str:
         "(processing seconds per audio second, whole evaluation loop).",
         f"- Output lengths equal input lengths: {result['lengths_equal']}.",
         f"- Path: {path_line(result)}",
+        f"- Listeners' window grid: {grid_line(result)}",
         f"- Listeners hear: {codec_line(result)}",
         "- Noise control: random +/-a sign noise with a = RMS of each clip's perturbation "
         "(the same SNR as the masked clip).",
@@ -184,6 +185,13 @@ def privacy_note(settings: dict) -> str:
     if settings.get("privacy", "mask") == "mask":
         return ""
     return f", privacy tier {settings['privacy']} (strength {settings['neutralize_strength']:g})"
+
+
+def grid_line(result: dict) -> str:
+    offset = result.get("listener_offset_ms") or 0
+    if not offset:
+        return "the masker's own (2 s windows, hop 1 s, from the first sample): aligned."
+    return f"starts {offset:g} ms into each clip (not the masker's)."
 
 
 def path_line(result: dict) -> str:

@@ -90,6 +90,9 @@ class EvalConfig:
     panel: str | None = None
     panel_root: Path | None = None  # where panel members live (None: export/artifacts)
     dnsmos: bool = True  # DNSMOS when speechmos is installed (about 1 s per clip and condition)
+    # Listeners (white-box and attackers) hear each clip from this offset on, so their 2 s
+    # window grid is not the masker's (0: the masker's own grid, the historical protocol).
+    listener_offset_ms: float = 0.0
 
 
 class Progress:
@@ -233,6 +236,12 @@ def evaluate(cfg: EvalConfig) -> dict:
     settings = masker.settings()
     backend, threads = masker.backend, masker.threads
     whitebox, transfer = build_scorers(masker, cfg.corpus, cfg, backend, threads)
+    if cfg.listener_offset_ms:
+        from plainsight.evaluate.pipeline import OffsetListener
+
+        cut = int(round(cfg.listener_offset_ms * SAMPLE_RATE / 1000))
+        whitebox = [OffsetListener(s, cut) for s in whitebox]
+        transfer = [OffsetListener(s, cut) for s in transfer]
     classes = list(masker.classes)
     n_asr = min(cfg.asr_limit, len(clips)) if cfg.asr else 0
     n_codec_asr = min(cfg.codec_asr_limit, n_asr)
@@ -264,6 +273,7 @@ def evaluate(cfg: EvalConfig) -> dict:
             "whitebox_models": [s.name for s in whitebox],
             "transfer_models": {s.name: s.role for s in transfer},
             "panel": cfg.panel,
+            "listener_offset_ms": cfg.listener_offset_ms,
         }
         if cfg.path == "stream":
             result["stream"] = {
