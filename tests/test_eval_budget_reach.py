@@ -53,6 +53,23 @@ def test_reach_is_interpolated_between_the_last_failing_and_first_passing_budget
     assert "| b | - | - | - |" in table
 
 
+def _toy_config(whitebox, attacker, n_clips: int, **kw):
+    from plainsight.evaluate.run import EvalConfig
+
+    masker = {"model": str(whitebox), "objective": "neutral", **TOY_MASKER}
+    return EvalConfig(
+        corpus="toy",
+        data="",
+        masker=masker,
+        asr=False,
+        dnsmos=False,
+        progress=False,
+        clips=toy_clips(n_clips),
+        attackers=str(attacker),
+        **kw,
+    )
+
+
 @pytest.fixture
 def toy_panel(tmp_path):
     whitebox = build_toy_model(tmp_path / "whitebox", seed=0, name="toy")
@@ -61,22 +78,12 @@ def toy_panel(tmp_path):
 
 
 def test_evaluate_runs_a_chosen_budget_curve_without_the_steps_curve(toy_panel, tmp_path):
-    from plainsight.evaluate.run import EvalConfig, evaluate, json_ready
+    from plainsight.evaluate.run import evaluate, json_ready
 
     whitebox, attacker = toy_panel
-    cfg = EvalConfig(
-        corpus="toy",
-        data="",
-        masker={"model": str(whitebox), "objective": "neutral", **TOY_MASKER},
-        asr=False,
-        dnsmos=False,
-        progress=False,
-        clips=toy_clips(3),
-        attackers=str(attacker),
-        steps_curve=(),
-        budget_curve=(40.0, 10.0),
+    result = json_ready(
+        evaluate(_toy_config(whitebox, attacker, 3, steps_curve=(), budget_curve=(40.0, 10.0)))
     )
-    result = json_ready(evaluate(cfg))
     curves = result["curves"]
     assert curves["steps"] == []
     assert [r["snr_db_setting"] for r in curves["budget"]] == [40.0, 10.0]
@@ -113,7 +120,7 @@ def test_listener_offset_moves_every_listeners_window_grid(toy_panel, monkeypatc
     """--listener-offset-ms: white-box and attackers hear each clip from the offset on (their
     grid is not the masker's); the result records it; 0 is the historical aligned protocol."""
     from plainsight.evaluate import pipeline as P
-    from plainsight.evaluate.run import EvalConfig, evaluate, json_ready
+    from plainsight.evaluate.run import evaluate, json_ready
 
     class Recorder:
         name = "recorder"
@@ -139,18 +146,7 @@ def test_listener_offset_moves_every_listeners_window_grid(toy_panel, monkeypatc
     results, lengths = {}, {}
     for offset in (0.0, 300.0):
         heard.clear()
-        cfg = EvalConfig(
-            corpus="toy",
-            data="",
-            masker={"model": str(whitebox), "objective": "neutral", **TOY_MASKER},
-            asr=False,
-            curves=False,
-            dnsmos=False,
-            progress=False,
-            clips=toy_clips(4),
-            attackers=str(attacker),
-            listener_offset_ms=offset,
-        )
+        cfg = _toy_config(whitebox, attacker, 4, curves=False, listener_offset_ms=offset)
         results[offset] = json_ready(evaluate(cfg))
         lengths[offset] = list(heard)
     assert results[300.0]["listener_offset_ms"] == 300.0
