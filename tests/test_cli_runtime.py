@@ -55,7 +55,8 @@ def test_version_and_help():
     mask_help = "".join(plainsight("mask", "--help").stdout.split())  # wrapping aside
     assert "--mask-eps" in mask_help
     # every preset says what it buys against unseen models (issue 9 §3)
-    from plainsight.masker import STRENGTH_AGAINST_UNSEEN, STRENGTHS
+    from plainsight.cli import STRENGTH_AGAINST_UNSEEN
+    from plainsight.masker import STRENGTHS
 
     assert set(STRENGTH_AGAINST_UNSEEN) == set(STRENGTHS)
     for note in STRENGTH_AGAINST_UNSEEN.values():

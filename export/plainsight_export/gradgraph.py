@@ -347,10 +347,13 @@ class _Graph(nn.Module):
         mel = torch.matmul(power, self.mel_fb) + self.log_floor
         return torch.log(mel), (re, im, mel)
 
+    def _standardise(self, log_mel: torch.Tensor) -> torch.Tensor:
+        """The body's input [B, 1, T, mels]."""
+        return ((log_mel - self.mean) * self.inv_std).unsqueeze(1)
+
     def _features(self, waveform: torch.Tensor):
         log_mel, cache = self._log_mel(waveform)
-        feats = (log_mel - self.mean) * self.inv_std
-        return feats.unsqueeze(1), cache
+        return self._standardise(log_mel), cache
 
     def _log_mel_backward(self, d_log: torch.Tensor, cache, n_samples: int) -> torch.Tensor:
         """d/d log-mel [B, T, mels] -> d/dwaveform [B, N]."""
@@ -449,14 +452,16 @@ class MfccHeadGraph(nn.Module):
         stats = torch.cat([mean[:, 0], std[:, 0]], dim=1)  # [B, 4M]
         return stats, (centred, std)
 
-    def logits(self, log_mel: torch.Tensor) -> torch.Tensor:
-        stats, _ = self._stats(log_mel)
+    def _classify(self, stats: torch.Tensor) -> torch.Tensor:
         return F.linear((stats - self.stat_mean) * self.inv_stat_std, self.weight, self.bias)
+
+    def logits(self, log_mel: torch.Tensor) -> torch.Tensor:
+        return self._classify(self._stats(log_mel)[0])
 
     def input_grad(self, log_mel: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """d CE(target, softmax(logits)) / d log_mel, [B, T, mels]."""
         stats, (centred, std) = self._stats(log_mel)
-        logits = F.linear((stats - self.stat_mean) * self.inv_stat_std, self.weight, self.bias)
+        logits = self._classify(stats)
         g = torch.matmul(_ce_grad(logits, target), self.weight) * self.inv_stat_std  # [B, 4M]
         two_m = 2 * self.n_mfcc
         steps = _dims(log_mel)[1]
@@ -494,8 +499,7 @@ class EnsembleGradientGraph(_Graph):
         # w * d CE(target) / d logits = d CE(w * target) / d logits: a weight scales the target.
         targets = [target if w == 1.0 else target * w for w in self.weights]
         log_mel, cache = self._log_mel(waveform)
-        feats = ((log_mel - self.mean) * self.inv_std).unsqueeze(1)
-        logits, saved = self._body(feats, keep=True)
+        logits, saved = self._body(self._standardise(log_mel), keep=True)
         d_log = self._body_backward(_ce_grad(logits, targets[0]), saved)[:, 0] * self.inv_std
         for head, head_target in zip(self.mfcc_heads, targets[1:], strict=True):
             d_log = d_log + head.input_grad(log_mel, head_target)

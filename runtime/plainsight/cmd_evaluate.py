@@ -222,13 +222,19 @@ def run(args) -> int:
         return EXIT_USAGE
     from plainsight.evaluate.codec import CodecError, parse_codecs
 
-    try:
+    try:  # CodecError is a ValueError: one message path for every parsed option
         listed = {c.name for c in parse_codecs(args.codec)}
         if args.asr_codecs is not None:
             unknown = {c.name for c in parse_codecs(args.asr_codecs)} - listed
             if unknown:
                 raise CodecError(f"--asr-codecs {sorted(unknown)} not among --codec")
-    except CodecError as exc:
+        budget_curve = parse_curve(args.budget_curve, float, "--budget-curve", 0.0, 80.0)
+        if budget_curve == ():
+            raise ValueError("--budget-curve none: use --no-curves to skip the curves")
+        steps_curve = parse_curve(args.steps_curve, int, "--steps-curve", 1, 100)
+        if not 0.0 <= args.listener_offset_ms <= 1000.0:
+            raise ValueError("--listener-offset-ms must be in 0..1000")
+    except ValueError as exc:
         print(f"plainsight evaluate: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if not 10 <= args.hop_ms <= 2000:
@@ -251,17 +257,6 @@ def run(args) -> int:
             "(the final panel is for reported results)",
             file=sys.stderr,
         )
-        return EXIT_USAGE
-    try:
-        budget_curve = parse_curve(args.budget_curve, float, "--budget-curve", 0.0, 80.0)
-        if budget_curve == ():
-            raise ValueError("--budget-curve none: use --no-curves to skip the curves")
-        steps_curve = parse_curve(args.steps_curve, int, "--steps-curve", 1, 100)
-    except ValueError as exc:
-        print(f"plainsight evaluate: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    if not 0.0 <= args.listener_offset_ms <= 1000.0:
-        print("plainsight evaluate: --listener-offset-ms must be in 0..1000", file=sys.stderr)
         return EXIT_USAGE
     out = Path(args.out or Path("eval-out") / args.corpus)
     command = "plainsight evaluate " + " ".join(shlex.quote(a) for a in sys.argv[2:])

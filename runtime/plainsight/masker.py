@@ -28,13 +28,6 @@ STRENGTHS = {
     "medium": {"method": "ifgsm", "steps": 10, "snr_db": 35.0, "envelope": False},
     "high": {"method": "ifgsm", "steps": 10, "snr_db": 30.0, "envelope": False},
 }
-# What each preset buys against emotion models the device never saw (final panel, `mask`
-# path; docs/EVALUATION.md "Transfer budget curve"). Shown beside the presets in --help.
-STRENGTH_AGAINST_UNSEEN = {
-    "low": "bundled model partly blinded; unseen models: MFCC-statistics ones partly",
-    "medium": "bundled model at chance; unseen models: only MFCC-statistics ones drop",
-    "high": "as medium, audibly noisier; no unseen model family drops further",
-}
 # Targeted toward neutral: untargeted overshoots below chance and still leaks emotion.
 # Models without a neutral class fall back to untargeted.
 DEFAULT_OBJECTIVE = "neutral"
