@@ -10,6 +10,7 @@ same way, so the clean figure is comparable). Prints numbers; it is not a pass/f
 
     PLAINSIGHT_DATA=../shared/data python benchmarks/listener_alignment.py
     PLAINSIGHT_DATA=../shared/data python benchmarks/listener_alignment.py --overlap-hop 0.25
+    PLAINSIGHT_DATA=../shared/data python benchmarks/listener_alignment.py --offsets 0,0.001,0.005
 """
 
 from __future__ import annotations
@@ -35,7 +36,30 @@ def main(argv=None) -> int:
         type=float,
         help="the masker's window hop in windows (plainsight.masker.OVERLAP_HOP, default 0.5)",
     )
+    parser.add_argument(
+        "--grid-shift",
+        type=float,
+        help="the masker's per-step grid shift range in seconds (masker.GRID_SHIFT_S)",
+    )
+    parser.add_argument(
+        "--shifts-per-step",
+        type=int,
+        help="grids per attack step (masker.GRID_SHIFTS_PER_STEP)",
+    )
+    parser.add_argument("--method", choices=["fgsm", "ifgsm", "mifgsm"], help="attack method")
+    parser.add_argument("--steps", type=int, help="attack steps")
+    parser.add_argument("--snr-db", type=float, help="SNR budget in dB (default: the preset's)")
+    parser.add_argument(
+        "--offsets",
+        default=",".join(f"{o:g}" for o in OFFSETS_S),
+        help="listener grid offsets in seconds, comma-separated (0 = the masker's grid)",
+    )
     args = parser.parse_args(argv)
+    try:
+        offsets = [float(o) for o in args.offsets.split(",")]
+    except ValueError:
+        print(f"listener_alignment: bad --offsets {args.offsets!r}", file=sys.stderr)
+        return 2
     if not args.data:
         print("listener_alignment: set PLAINSIGHT_DATA or pass --data", file=sys.stderr)
         return 2
@@ -45,7 +69,18 @@ def main(argv=None) -> int:
 
     if args.overlap_hop is not None:
         masker_module.OVERLAP_HOP = args.overlap_hop
-    masker = masker_module.Masker(model=args.corpus, backend="onnx", threads=1)
+    if args.grid_shift is not None:
+        masker_module.GRID_SHIFT_S = args.grid_shift
+    if args.shifts_per_step is not None:
+        masker_module.GRID_SHIFTS_PER_STEP = args.shifts_per_step
+    masker = masker_module.Masker(
+        model=args.corpus,
+        backend="onnx",
+        threads=1,
+        method=args.method,
+        steps=args.steps,
+        snr_db=args.snr_db,
+    )
     scorer = P.Scorer(masker.members[0].spec)
     clips = P.test_clips(args.data, args.corpus, args.limit)
     labels = [c.utt.label for c in clips]
@@ -55,12 +90,14 @@ def main(argv=None) -> int:
     seconds = sum(len(c.audio) for c in clips) / 16000
     snr = np.median([metrics.snr_db(c.audio, m) for c, m in zip(clips, masked, strict=True)])
     print(
-        f"{args.corpus}: {len(clips)} clips, masker hop {masker.hop} samples, median SNR "
+        f"{args.corpus}: {len(clips)} clips, masker hop {masker.hop} samples, grid shift "
+        f"+-{masker_module.GRID_SHIFT_S:g} s x{masker_module.GRID_SHIFTS_PER_STEP}, "
+        f"{masker.method} {masker.steps} steps, median SNR "
         f"{snr:.1f} dB, mask CPU {cpu:.1f} s for {seconds:.0f} s of audio (RTF {cpu / seconds:.3f})"
     )
     print("listener grid starts at | white-box UAR clean | masked")
-    for offset_s in OFFSETS_S:
-        cut = int(offset_s * 16000)
+    for offset_s in offsets:
+        cut = round(offset_s * 16000)
         clean_uar = scorer.report([c.audio[cut:] for c in clips], labels)["uar"]
         masked_uar = scorer.report([m[cut:] for m in masked], labels)["uar"]
         grid = "the masker's grid (evaluate)" if cut == 0 else f"+{offset_s:g} s"

@@ -173,7 +173,7 @@ def estimate(seconds: float, privacy: str = "mask") -> dict:
     from plainsight.manifest import bundled_models
 
     bench_result = bench(seconds, privacy)
-    steps = bench_result["settings"]["steps"]
+    steps = bench_result["settings"]["stream_steps"]
     hop_s = bench_result["stream_hop_ms"] / 1000
     ghz = cpu_ghz()
     x86_peak = ghz * AVX2_MAC_PER_CYCLE  # GMAC/s
@@ -221,7 +221,8 @@ def estimate(seconds: float, privacy: str = "mask") -> dict:
         a72_eff = default["a72_effective_gmacs"] * 1e9
         for strength, preset in STRENGTHS.items():
             macs = (
-                default["forward_macs"]["total"] + preset["steps"] * default["grad_macs"]["total"]
+                default["forward_macs"]["total"]
+                + preset["stream_steps"] * default["grad_macs"]["total"]
             )
             for hop_ms in (250, 500):
                 shares = [
@@ -231,7 +232,7 @@ def estimate(seconds: float, privacy: str = "mask") -> dict:
                 settings_table.append(
                     {
                         "strength": strength,
-                        "steps": preset["steps"],
+                        "steps": preset["stream_steps"],
                         "hop_ms": hop_ms,
                         "macs_per_hop": macs,
                         "a72_core_share": shares[0],
@@ -274,8 +275,8 @@ def report(r: dict) -> str:
     x, a = r["x86"], r["a72"]
     s = x["bench"]["settings"]
     lines = [
-        f"default stream setting: {'+'.join(s['models'])}, {s['method']} {s['steps']} steps "
-        f"({s['objective']}: 1 forward + {s['steps']} grad calls per hop), "
+        f"default stream setting: {'+'.join(s['models'])}, {s['method']} {s['stream_steps']} "
+        f"steps ({s['objective']}: 1 forward + {s['stream_steps']} grad calls per hop), "
         f"hop {x['bench']['hop_ms']:.0f} ms, privacy tier {r.get('privacy', 'mask')}",
         "",
         "model            forward MACs   grad MACs    MACs/hop   x86 fwd/grad ms  x86 GMAC/s "

@@ -147,7 +147,7 @@ class VanishingMasker:
     def __getattr__(self, name):
         return getattr(self.real, name)
 
-    def perturb(self, windows, bound, clean=None):
+    def perturb(self, windows, bound, clean=None, steps=None):
         return np.full_like(np.asarray(windows, np.float32), self.value)
 
 

@@ -135,7 +135,8 @@ def _own_class_prob(masker, clean, masked, member=0) -> tuple[float, float]:
 
 def test_ensemble_sums_both_models(model_dir, speech):
     ravdess = bundled_model_dir("ravdess")
-    ensemble = Masker(model=[model_dir, ravdess], backend="onnx")
+    # on the grid it is read on (classify's): the summed objective is under test, not framing
+    ensemble = Masker(model=[model_dir, ravdess], backend="onnx", overlap=True, grid_shift_ms=0)
     assert [s.corpus for s in ensemble.specs] == ["emodb", "ravdess"]
     out = ensemble.mask(speech, 16000)
     for i in range(2):  # the untargeted objective works on each model's own predictions
@@ -226,7 +227,7 @@ def test_no_backend_installed_says_what_to_install(model_dir):
 
 
 def test_masking_holds_for_windows_not_aligned_with_ours(masker, speech):
-    """A listener's windows rarely start where ours do (overlapping attack windows)."""
+    """A listener's windows rarely start where ours do (the per-step grid shift)."""
     out = masker.mask(speech, 16000)
     for shift in (8000, 16000, 24000):
         pad = np.zeros(shift, np.float32)
@@ -234,3 +235,56 @@ def test_masking_holds_for_windows_not_aligned_with_ours(masker, speech):
             masker, np.concatenate([pad, speech]), np.concatenate([pad, out])
         )
         assert after < before - 0.15, (shift, before, after)
+
+
+def test_masking_holds_for_a_listener_framed_a_few_ms_later(masker, speech):
+    """10 steps on one fixed grid left this clip's own class at 0.38 for a listener whose
+    frames start 10 ms later (0.03 on ours); the shifted grid keeps every framing near 0.1."""
+    out = masker.mask(speech, 16000)
+    for cut in (80, 160, 320, 8000):  # 5, 10, 20 ms, 0.5 s
+        before, after = _own_class_prob(masker, speech[cut:], out[cut:])
+        assert after < 0.2 and after < before - 0.5, (cut, before, after)
+
+
+def test_grid_offsets_start_on_our_grid_and_cover_the_range():
+    from plainsight.masker import grid_offsets
+
+    offsets = grid_offsets(20, 320)
+    assert offsets[0] == 0 and np.abs(offsets).max() <= 320
+    assert len(set(offsets.tolist())) == 20  # no step repeats another's grid
+    assert offsets.min() < -240 and offsets.max() > 240  # both ends are reached
+    assert np.array_equal(offsets, grid_offsets(20, 320))  # deterministic
+    assert not grid_offsets(5, 0).any()
+
+
+def test_stream_steps_and_grid_shift_settings(model_dir):
+    preset = STRENGTHS["medium"]
+    default = Masker(model=model_dir, backend="onnx")
+    assert (default.steps, default.stream_steps) == (preset["steps"], preset["stream_steps"])
+    assert default.grid_shift == round(preset["grid_shift_ms"] * 16)
+    explicit = Masker(model=model_dir, backend="onnx", steps=7)  # given steps apply to both
+    assert (explicit.steps, explicit.stream_steps) == (7, 7)
+    both = Masker(model=model_dir, backend="onnx", steps=7, stream_steps=3, grid_shift_ms=0)
+    assert (both.stream_steps, both.grid_shift) == (3, 0)
+    assert both.settings()["stream_steps"] == 3 and both.settings()["grid_shift_ms"] == 0
+    for bad in ({"stream_steps": 0}, {"grid_shift_ms": -1}, {"grid_shift_ms": float("nan")}):
+        with pytest.raises(ValueError):
+            Masker(model=model_dir, backend="onnx", **bad)
+
+
+def test_stream_hop_takes_stream_steps(model_dir, speech):
+    from plainsight.stream import StreamProcessor, to_pcm
+
+    calls = []
+    masker = Masker(
+        model=model_dir,
+        backend="onnx",
+        steps=6,
+        stream_steps=2,
+        progress=lambda d, n: calls.append(n),
+    )
+    StreamProcessor(masker, 16000, 250.0).process(to_pcm(speech[:4000]))
+    assert calls and set(calls) == {2}
+    calls.clear()
+    masker.mask(speech[:40000], 16000)
+    assert calls and set(calls) == {6}

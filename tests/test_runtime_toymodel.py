@@ -114,7 +114,12 @@ def test_toy_fgsm_untargeted_moves_away_and_respects_budget(toy_model):
     from plainsight.masker import Masker
 
     masker = Masker(
-        model=toy_model, backend="onnx", method="fgsm", eps=0.01, objective="untargeted"
+        model=toy_model,
+        backend="onnx",
+        method="fgsm",
+        eps=0.01,
+        objective="untargeted",
+        overlap=True,  # windows on classify's grid: the objective is under test, not framing
     )
     x = np.random.default_rng(2).uniform(-0.3, 0.3, TOY_WINDOW * 3 + 100).astype(np.float32)
     out = masker.mask(x, 16000)
@@ -131,7 +136,13 @@ def test_toy_targeted_moves_towards_class(toy_model):
     from plainsight.masker import Masker
 
     masker = Masker(
-        model=toy_model, backend="onnx", method="ifgsm", steps=4, eps=0.02, objective="neutral"
+        model=toy_model,
+        backend="onnx",
+        method="ifgsm",
+        steps=4,
+        eps=0.02,
+        objective="neutral",
+        grid_shift_ms=0,  # 20 ms is a tenth of the toy's window; the objective is under test
     )
     x = np.random.default_rng(3).uniform(-0.3, 0.3, TOY_WINDOW).astype(np.float32)
     before = masker.classify(x, 16000)["overall"][1]

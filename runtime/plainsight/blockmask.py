@@ -238,7 +238,11 @@ class BlockMasker:
 
         if self.n16 < self.window:
             return [(0, self.n16)]
-        edges = list(range(0, self.n16, SEGMENT_WINDOWS * self.window)) + [self.n16]
+        # Segments start on a sample common to both rates (resample_span reads from there):
+        # 2 s model windows always do; a window of 0.2 s at 8001 Hz did not (hypothesis).
+        common = self.rate16 // gcd(self.rate16, self.source.sample_rate)
+        length = -(-SEGMENT_WINDOWS * self.window // common) * common
+        edges = list(range(0, self.n16, length)) + [self.n16]
         if len(edges) > 2 and edges[-1] - edges[-2] < self.window:
             del edges[-2]
         return list(zip(edges[:-1], edges[1:], strict=True))
@@ -299,7 +303,7 @@ class BlockMasker:
             valid[0, offset : offset + n] = 1.0
             bound = m.budget(signal[None], valid, lsb=self.lsb)[0]
             starts = np.zeros(1, int)
-            delta = m._optimise(signal, bound, starts, signal[None])
+            delta = m._optimise(signal, bound, starts, signal[None], m.steps, m.grid_shift)
             return delta[offset : offset + n], bound[offset : offset + n]
         count = -(-n // width)
         windows = np.zeros(count * width, np.float32)
@@ -312,7 +316,7 @@ class BlockMasker:
         del windows, valid  # not needed while the optimiser runs (peak memory)
         starts = window_starts(n, width, m.hop)
         clean = mix[starts[:, None] + np.arange(width)[None, :]]
-        return m._optimise(mix, bound, starts, clean), bound
+        return m._optimise(mix, bound, starts, clean, m.steps, m.grid_shift), bound
 
     # ----- emotion before/after, incrementally --------------------------------------------
     def _classify(self, history: np.ndarray, masked: np.ndarray, base: int, done: int) -> None:

@@ -61,6 +61,7 @@ def add_engine_arguments(parser: argparse.ArgumentParser, masking: bool = True) 
         return
     from plainsight.masker import (  # light: numpy only
         DEFAULT_STRENGTH,
+        MAX_GRID_SHIFT_MS,
         MAX_SNR_DB,
         MAX_STEPS,
         METHODS,
@@ -74,7 +75,8 @@ def add_engine_arguments(parser: argparse.ArgumentParser, masking: bool = True) 
         choices=list(STRENGTHS),
         default=DEFAULT_STRENGTH,
         help="; ".join(
-            f"{name}: {p['method']} {p['steps']} steps, {p['snr_db']:g} dB SNR "
+            f"{name}: {p['method']} {p['steps']} steps (stream {p['stream_steps']}), "
+            f"{p['snr_db']:g} dB SNR "
             f"({STRENGTH_AGAINST_UNSEEN[name]})"
             for name, p in STRENGTHS.items()
         )
@@ -85,7 +87,20 @@ def add_engine_arguments(parser: argparse.ArgumentParser, masking: bool = True) 
     group.add_argument(
         "--mask-steps",
         type=bounded_int(1, MAX_STEPS),
-        help=f"iterations (ifgsm, mifgsm), at most {MAX_STEPS}",
+        help=f"iterations (ifgsm, mifgsm) of mask and of each stream hop, at most {MAX_STEPS}",
+    )
+    group.add_argument(
+        "--mask-stream-steps",
+        type=bounded_int(1, MAX_STEPS),
+        help="iterations of each stream hop only (default: --mask-steps if given, else the "
+        "preset's)",
+    )
+    group.add_argument(
+        "--mask-grid-shift-ms",
+        type=bounded_float(0.0, MAX_GRID_SHIFT_MS),
+        help="each mask step shifts the model window grid by up to this many ms, so the "
+        "perturbation holds for listeners that frame the audio their own way (preset: 20; "
+        "0: one fixed grid)",
     )
     budget = group.add_mutually_exclusive_group()
     budget.add_argument(
@@ -162,6 +177,8 @@ def masker_from_args(args):
         threads=args.threads,
         method=args.mask_method,
         steps=args.mask_steps,
+        stream_steps=args.mask_stream_steps,
+        grid_shift_ms=args.mask_grid_shift_ms,
         eps=args.mask_eps,
         snr_db=args.mask_snr_db,
         objective=args.mask_target,

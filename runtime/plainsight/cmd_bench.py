@@ -63,7 +63,8 @@ def run(args) -> int:
         s = r["settings"]
         print(
             f"{r['backend']} ({r['threads']} thread, {'+'.join(s['models'])}, {s['method']} "
-            f"{s['steps']} steps, {r['model_calls_per_window']} model calls per window, "
+            f"{s['steps']} steps (stream {s['stream_steps']}), "
+            f"{r['model_calls_per_window']} model calls per window, "
             f"{r['mask_windows_per_audio_s']} windows per audio s, {s['objective']}, "
             f"strength {s['strength']}, privacy {r.get('privacy', 'mask')}"
             + (

@@ -172,7 +172,7 @@ def check_headroom(settings: argparse.Namespace, seconds: float, max_rtf: float)
     detail = (
         f"stream real-time factor {rtf:.3f} = {100 * rtf:.0f}% of one core "
         f"(limit {max_rtf}; {'+'.join(s['models'])}, {s['backend']}, {s['method']} "
-        f"{s['steps']} steps, hop {1000 * stream.hop / settings.rate:.0f} ms, "
+        f"{s['stream_steps']} steps, hop {1000 * stream.hop / settings.rate:.0f} ms, "
         f"{s['threads']} thread(s), {hops * stream.hop / settings.rate:.1f} s of audio)"
     )
     return rtf <= max_rtf, detail

@@ -158,6 +158,8 @@ def masker_kwargs(args) -> dict:
         "threads": args.threads,
         "method": args.mask_method,
         "steps": args.mask_steps,
+        "stream_steps": args.mask_stream_steps,
+        "grid_shift_ms": args.mask_grid_shift_ms,
         "eps": args.mask_eps,
         "snr_db": args.mask_snr_db,
         "objective": args.mask_target,

@@ -20,14 +20,19 @@ from plainsight.resample import resample
 
 METHODS = ("fgsm", "ifgsm", "mifgsm")
 # The ONE table of strength presets, chosen from `plainsight evaluate` measurements
-# (docs/EVALUATION.md): 10 I-FGSM steps toward "neutral" took the
-# white-box UAR to chance on both corpora; the budget trades hiding against quality.
+# (docs/EVALUATION.md): I-FGSM toward "neutral"; the budget trades hiding against quality.
 # medium = 35 dB is the lowest budget that kept median SNR >= 35 dB and PESQ-wb >= 3.5.
+# Files (`mask`) take 20 steps, each on the window grid shifted by up to +-20 ms: a listener
+# that frames the audio its own way is what a cloud is, and 10 steps on one fixed grid blind
+# only a listener on that grid (benchmarks/listener_alignment.py). A stream hop keeps 10
+# steps on its one window: the stream's budget is the device's CPU.
+_PRESET = {"method": "ifgsm", "steps": 20, "stream_steps": 10, "grid_shift_ms": 20.0}
 STRENGTHS = {
-    "low": {"method": "ifgsm", "steps": 10, "snr_db": 40.0, "envelope": False},
-    "medium": {"method": "ifgsm", "steps": 10, "snr_db": 35.0, "envelope": False},
-    "high": {"method": "ifgsm", "steps": 10, "snr_db": 30.0, "envelope": False},
+    "low": _PRESET | {"snr_db": 40.0, "envelope": False},
+    "medium": _PRESET | {"snr_db": 35.0, "envelope": False},
+    "high": _PRESET | {"snr_db": 30.0, "envelope": False},
 }
+MAX_GRID_SHIFT_MS = 1000.0
 # Targeted toward neutral: untargeted overshoots below chance and still leaks emotion.
 # Models without a neutral class fall back to untargeted.
 DEFAULT_OBJECTIVE = "neutral"
@@ -36,8 +41,9 @@ DEFAULT_STRENGTH = "medium"
 MOMENTUM = 1.0
 ENVELOPE_MS = 30.0  # smoothing of the local speech envelope
 BATCH = 4  # windows per ONNX call (8: same speed, +14 MB RSS); TFLite loops over batch 1
-# mask() attacks windows with this hop (in windows) so that the perturbation also holds
-# for a listener whose windows are not aligned with ours; 1.0 = no overlap.
+# With overlap=True, mask() attacks windows with this hop (in windows). Off by default: the
+# per-step grid shift holds as well for a misaligned listener (EmoDB white-box on grids
+# 5 ms-1.5 s later: 28.0 % UAR mean without overlap, 26.6 with it, at twice the cost).
 OVERLAP_HOP = 0.5
 SEGMENT_WINDOWS = 16  # long audio is optimised in segments of this many windows
 # Budget floor where there is signal, in steps of the output's resolution: I-FGSM leaves some
@@ -47,7 +53,10 @@ LSB_16 = 2.0**-15  # resolution of 16-bit PCM (stream, and the default)
 # Budgets that cannot change a 16-bit sample are refused (issue 11): eps below one LSB, or
 # an SNR above MAX_SNR_DB, where even full-scale speech (RMS about -10 dBFS) gets under 1 LSB.
 MIN_EPS = 1.0 / 32768.0
-NUDGE = 0.5 / 32768.0  # half an LSB of 16-bit: the move of a sample whose steps cancel
+# The move of a sample whose steps cancel: just over half an LSB of 16-bit, so that rounding
+# to 16-bit PCM moves it by one LSB. Exactly half was a tie, and round-half-even left every
+# other such sample unchanged (and two inverse channels rounded apart).
+NUDGE = 0.5625 / 32768.0
 MAX_SNR_DB = 80.0
 # More steps only burn time: the presets use 10, and the cost grows linearly with steps.
 MAX_STEPS = 1000
@@ -70,6 +79,15 @@ def window_starts(length: int, width: int, hop: int) -> np.ndarray:
 
 
 @lru_cache(maxsize=4)
+def grid_offsets(steps: int, shift: int) -> np.ndarray:
+    """Per-step grid offsets in [-shift, shift] samples: 0 first (one FGSM step stays on
+    the own grid), then spread by the golden ratio so that any run of steps covers the range
+    evenly; deterministic, so output is reproducible."""
+    golden = (math.sqrt(5.0) - 1.0) / 2.0
+    k = np.arange(steps)
+    return np.round((2.0 * ((k * golden + 0.5) % 1.0) - 1.0) * shift).astype(int)
+
+
 def fixed_signs(n: int) -> np.ndarray:
     """A fixed pseudo-random +-1 pattern (deterministic, so stream output stays a pure
     function of its input)."""
@@ -118,11 +136,13 @@ class Masker:
         envelope: bool | None = None,
         strength: str = DEFAULT_STRENGTH,
         batch: int = BATCH,
-        overlap: bool = True,
+        overlap: bool = False,
         progress=None,
         privacy: str = DEFAULT_PRIVACY,
         neutralize_strength: float | None = None,
         neutralize_reference=None,
+        stream_steps: int | None = None,
+        grid_shift_ms: float | None = None,
     ):
         """`progress`, if given, is called as progress(step, steps) after every attack step
         (so `steps` times per optimised segment or stream hop): a hook for long work.
@@ -130,7 +150,9 @@ class Masker:
         `neutralize_strength` in [0, 1] (default plainsight.neutralize.DEFAULT_STRENGTH)
         and, optionally, `neutralize_reference` (a plainsight.neutralize.Reference: the F0,
         level and tilt medians to pull toward, e.g. a speaker's; default: each clip's own,
-        or the stream's running medians)."""
+        or the stream's running medians). `steps` is what `mask` takes and `stream_steps`
+        (default: `steps` if given, else the preset's) what each stream hop takes;
+        `grid_shift_ms` is the range of the per-step grid shift of `mask` (0: one grid)."""
         if privacy not in PRIVACY_TIERS:
             raise ValueError(f"privacy must be one of {list(PRIVACY_TIERS)}, got {privacy!r}")
         self.privacy = privacy
@@ -152,9 +174,20 @@ class Masker:
         self.method = method or preset["method"]
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
-        self.steps = 1 if self.method == "fgsm" else int(steps or preset["steps"])
-        if not 1 <= self.steps <= MAX_STEPS:
-            raise ValueError(f"steps must be in 1..{MAX_STEPS}, got {self.steps}")
+        if stream_steps is None:  # steps given: they apply to both paths
+            stream_steps = preset["stream_steps"] if steps is None else steps
+        steps = preset["steps"] if steps is None else steps
+        self.steps = 1 if self.method == "fgsm" else int(steps)
+        self.stream_steps = 1 if self.method == "fgsm" else int(stream_steps)
+        for name, value in (("steps", self.steps), ("stream_steps", self.stream_steps)):
+            if not 1 <= value <= MAX_STEPS:
+                raise ValueError(f"{name} must be in 1..{MAX_STEPS}, got {value}")
+        shift_ms = preset["grid_shift_ms"] if grid_shift_ms is None else float(grid_shift_ms)
+        if not 0 <= shift_ms <= MAX_GRID_SHIFT_MS:  # also refuses NaN
+            raise ValueError(
+                f"grid_shift_ms must be in [0, {MAX_GRID_SHIFT_MS:g}], got {grid_shift_ms}"
+            )
+        self.grid_shift_ms = shift_ms
         if eps is None and snr_db is None:
             snr_db = preset["snr_db"]
         if eps is not None:
@@ -191,6 +224,7 @@ class Masker:
         self.sample_rate = first.sample_rate
         self.window = first.window_samples
         self.hop = max(1, int(self.window * OVERLAP_HOP)) if self.overlap else self.window
+        self.grid_shift = int(round(self.grid_shift_ms * self.sample_rate / 1000))
         if objective is None:
             has_neutral = all(DEFAULT_OBJECTIVE in spec.classes for spec in specs)
             objective = DEFAULT_OBJECTIVE if has_neutral else FALLBACK_OBJECTIVE
@@ -233,6 +267,8 @@ class Masker:
             "threads": self.threads,
             "method": self.method,
             "steps": self.steps,
+            "stream_steps": self.stream_steps,
+            "grid_shift_ms": self.grid_shift_ms,
             "eps": self.eps,
             "snr_db": self.snr_db,
             "objective": self.objective,
@@ -266,9 +302,14 @@ class Masker:
 
     # ----- the attack ----------------------------------------------------------------------
     def perturb(
-        self, windows: np.ndarray, bound: np.ndarray, clean: np.ndarray | None = None
+        self,
+        windows: np.ndarray,
+        bound: np.ndarray,
+        clean: np.ndarray | None = None,
+        steps: int | None = None,
     ) -> np.ndarray:
-        """Perturbation for separate windows [B,N] at the model rate, |delta| <= bound [B,N].
+        """Perturbation for separate windows [B,N] at the model rate, |delta| <= bound [B,N],
+        each on its own grid (no shift), in `steps` steps (default: `self.steps`).
 
         `clean` (default: windows) is what the untargeted objective takes its own
         prediction from. Ensembles sum the losses (so the gradients) of all models.
@@ -277,36 +318,53 @@ class Masker:
         b, n = windows.shape
         clean = windows if clean is None else np.asarray(clean, np.float32)
         delta = self._optimise(
-            windows.reshape(-1), np.asarray(bound, np.float32).reshape(-1), np.arange(b) * n, clean
+            windows.reshape(-1),
+            np.asarray(bound, np.float32).reshape(-1),
+            np.arange(b) * n,
+            clean,
+            steps=self.steps if steps is None else int(steps),
         )
         return delta.reshape(b, n)
 
     def _optimise(
-        self, signal: np.ndarray, bound: np.ndarray, starts: np.ndarray, clean: np.ndarray
+        self,
+        signal: np.ndarray,
+        bound: np.ndarray,
+        starts: np.ndarray,
+        clean: np.ndarray,
+        steps: int,
+        shift: int = 0,
     ) -> np.ndarray:
         """One perturbation of a 1-D signal whose loss sums over the model windows that
-        start at `starts` (they may overlap); `clean` holds those windows before masking."""
-        width = self.window
+        start at `starts` (they may overlap); `clean` holds those windows before masking.
+        With `shift` > 0, step k moves every window by grid_offsets(steps, shift)[k] samples
+        (zeros beyond the signal, as a listener pads)."""
+        width, n = self.window, len(signal)
         targets = [self._targets(m, clean) for m in self.members]
         direction = 1.0 if self.objective == "untargeted" else -1.0
         if self.method == "fgsm":
             step = 1.0
         elif self.method == "ifgsm":
-            step = min(1.0, 2.0 / self.steps)
+            step = min(1.0, 2.0 / steps)
         else:
-            step = 1.0 / self.steps
+            step = 1.0 / steps
+        offsets = grid_offsets(steps, shift)
+        if shift:  # pad with zeros (bound 0: nothing is added there) so shifted windows fit
+            signal, bound = np.pad(signal, shift), np.pad(bound, shift)
+            starts = np.asarray(starts) + shift
         index = starts[:, None] + np.arange(width)[None, :]
         u = np.zeros_like(signal)  # delta = bound * u, |u| <= 1
         velocity = np.zeros_like(signal)
         last_sign = fixed_signs(len(signal))  # for samples whose gradient is always 0
-        for done in range(1, self.steps + 1):
+        for done in range(1, steps + 1):
             grad = np.zeros_like(signal)
-            current = (signal + bound * u)[index]
+            shifted = index + offsets[done - 1]
+            current = (signal + bound * u)[shifted]
             for member, target in zip(self.members, targets, strict=True):
                 for first in range(0, len(starts), self.batch):
                     last = first + self.batch
                     _, g = member.grad.run(current[first:last], target[first:last])
-                    np.add.at(grad, index[first:last], g)  # overlap-add, in window order
+                    np.add.at(grad, shifted[first:last], g)  # overlap-add, in window order
             grad *= bound  # chain rule through delta = bound * u
             if self.method == "mifgsm":
                 velocity = MOMENTUM * velocity + grad / max(float(np.abs(grad).mean()), 1e-20)
@@ -315,14 +373,14 @@ class Masker:
             u = np.clip(u + direction * step * sign, -1.0, 1.0)
             last_sign = np.where(sign != 0, sign, last_sign)
             if self.progress is not None:
-                self.progress(done, self.steps)
-        # A sample whose steps cancelled (u == 0) would go out unchanged: nudge it by half an
-        # LSB of 16-bit along its last gradient (the PCM quantiser makes that one LSB), so
-        # every sample with a budget moves. A whole step here cost the white-box model 4
-        # points of UAR (EmoDB 14.8 -> 18.8 %); half an LSB costs nothing measurable.
+                self.progress(done, steps)
+        # A sample whose steps cancelled (u == 0) would go out unchanged: nudge it by NUDGE
+        # along its last gradient (the PCM quantiser makes that one LSB), so every sample
+        # with a budget moves. A whole step here cost the white-box model 4 points of UAR
+        # (EmoDB 14.8 -> 18.8 %); about half an LSB costs nothing measurable.
         nudge = np.minimum(step, NUDGE / np.maximum(bound, NUDGE))
         u = np.where(u == 0, direction * nudge * last_sign, u)
-        return (bound * u).astype(np.float32)
+        return (bound * u).astype(np.float32)[shift : shift + n]
 
     def budget(
         self, windows: np.ndarray, valid: np.ndarray, lsb: float | None = None

@@ -173,7 +173,7 @@ class StreamProcessor:
         bound = m.budget(self.raw16[None], valid[None])[0]
         bound[: m.window - n16] = 0.0  # the past is already out
         context = self.raw16 + self.delta16  # what listeners got, plus the new raw hop
-        return m.perturb(context[None], bound[None], clean=self.raw16[None])[0]
+        return m.perturb(context[None], bound[None], self.raw16[None], steps=m.stream_steps)[0]
 
 
 class StatusFile:

@@ -84,7 +84,10 @@ def markdown(result: dict, command: str) -> str:
         f"- Clips: {result['clips']} from held-out test speakers {result['test_speakers']} "
         f"({result['selection']}), {result['audio_seconds']:.0f} s of audio.",
         f"- Masker: models {m['models']}, backend {m['backend']}, {m['threads']} thread(s), "
-        f"method {m['method']}, steps {m['steps']}, "
+        f"method {m['method']}, steps {m['steps']}"
+        + (f" (stream {m['stream_steps']})" if "stream_steps" in m else "")
+        + (f", grid shift +-{m['grid_shift_ms']:g} ms" if m.get("grid_shift_ms") else "")
+        + ", "
         + (f"eps {m['eps']}" if m.get("eps") is not None else f"SNR budget {m['snr_db']} dB")
         + f", objective {m['objective']}, envelope {m['envelope']}"
         + privacy_note(m)
