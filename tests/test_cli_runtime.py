@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import subprocess
@@ -263,3 +264,21 @@ def test_mask_flags_reach_the_engine(tmp_path, capsys):
     with pytest.raises(SystemExit) as usage:  # argparse: the budgets exclude each other
         cli.main(["mask", str(src), str(out), "--mask-eps", "0.01", "--mask-snr-db", "30"])
     assert usage.value.code == 2
+
+
+def test_grid_flags_reach_the_masker():
+    parser = argparse.ArgumentParser()
+    cli.add_engine_arguments(parser, masking=True)
+    default = cli.masker_from_args(parser.parse_args([]))
+    assert (default.overlap, default.grid_shift_ms, default.stream_steps) == (False, 20.0, 10)
+    old = cli.masker_from_args(
+        parser.parse_args(
+            ["--mask-overlap", "--mask-grid-shift-ms", "0", "--mask-steps", "10"]
+            + ["--mask-stream-steps", "4"]
+        )
+    )
+    assert (old.overlap, old.grid_shift, old.steps, old.stream_steps) == (True, 0, 10, 4)
+    assert old.hop == old.window // 2
+    for bad in (["--mask-grid-shift-ms", "-5"], ["--mask-stream-steps", "0"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(bad)

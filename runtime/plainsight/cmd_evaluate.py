@@ -160,6 +160,7 @@ def masker_kwargs(args) -> dict:
         "steps": args.mask_steps,
         "stream_steps": args.mask_stream_steps,
         "grid_shift_ms": args.mask_grid_shift_ms,
+        "overlap": args.mask_overlap,
         "eps": args.mask_eps,
         "snr_db": args.mask_snr_db,
         "objective": args.mask_target,

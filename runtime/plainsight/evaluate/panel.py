@@ -218,7 +218,17 @@ def adaptive_dirs(corpus: str, root: Path | None = None) -> list[Path]:
 
 
 # Masker settings that decide what audio an adaptive attacker was trained on.
-MASKER_KEYS = ("models", "method", "steps", "eps", "snr_db", "objective", "envelope", "overlap")
+MASKER_KEYS = (
+    "models",
+    "method",
+    "steps",
+    "eps",
+    "snr_db",
+    "objective",
+    "envelope",
+    "overlap",
+    "grid_shift_ms",
+)
 # The code that turns those settings into audio: a change there changes the masked audio.
 MASKER_SOURCES = ("masker.py", "blockmask.py", "resample.py", "features.py")
 
