@@ -35,8 +35,8 @@ log = logging.getLogger("plainsight")
 # hash pairs adaptive attackers with the masker they were trained on.
 STRENGTH_AGAINST_UNSEEN = {
     "low": "bundled model partly blinded; unseen models: MFCC-statistics ones partly",
-    "medium": "bundled model at chance only on the masker's own window grid; unseen models: "
-    "only MFCC-statistics ones drop",
+    "medium": "bundled model at UAR 25-35 on any listener framing (chance 12-14); unseen "
+    "models: only MFCC-statistics ones drop (EmoDB SVM to chance + 10)",
     "high": "as medium, audibly noisier; no unseen model family drops further",
 }
 
