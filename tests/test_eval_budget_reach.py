@@ -146,7 +146,9 @@ def test_listener_offset_moves_every_listeners_window_grid(toy_panel, monkeypatc
     results, lengths = {}, {}
     for offset in (0.0, 300.0):
         heard.clear()
-        cfg = _toy_config(whitebox, attacker, 4, curves=False, listener_offset_ms=offset)
+        cfg = _toy_config(
+            whitebox, attacker, 4, curves=False, listener_offset_ms=offset, framing_ms=()
+        )
         results[offset] = json_ready(evaluate(cfg))
         lengths[offset] = list(heard)
     assert results[300.0]["listener_offset_ms"] == 300.0
@@ -155,3 +157,29 @@ def test_listener_offset_moves_every_listeners_window_grid(toy_panel, monkeypatc
     # every listener call (white-box and attacker, every condition) heard 4800 samples less
     assert len(lengths[0.0]) == len(lengths[300.0]) > 0
     assert all(a - b == 4800 for a, b in zip(lengths[0.0], lengths[300.0], strict=True))
+
+
+def test_whitebox_is_also_scored_on_later_listener_grids(toy_panel):
+    """Every aligned run adds the white-box model heard from 5 and 250 ms on, with its own
+    chance +-3 target rows; a run whose listeners are already offset does not."""
+    from plainsight.evaluate.run import evaluate, json_ready
+
+    whitebox, attacker = toy_panel
+    result = json_ready(evaluate(_toy_config(whitebox, attacker, 4, curves=False)))
+    assert [row["offset_ms"] for row in result["framing"]] == [5.0, 250.0]
+    for row in result["framing"]:
+        assert set(row["masked"]) == {"toy"}  # white-box only, not the attacker
+        assert set(row) >= {"clean", "masked", "noise"}
+    late = result["framing"][1]["clean"]["toy"]["uar"]
+    aligned = result["whitebox"]["clean"]["toy"]["uar"]
+    assert 0.0 <= late <= 1.0 and 0.0 <= aligned <= 1.0
+    target = "whitebox toy UAR within chance +/- 3 pts (listener grid +250 ms)"
+    assert result["targets"][target]["value"] == result["framing"][1]["masked"]["toy"]["uar"]
+    text = markdown(result, "cmd")
+    assert "| toy | +250 ms |" in text and "| toy | evaluation's |" in text
+
+    offset = json_ready(
+        evaluate(_toy_config(whitebox, attacker, 4, curves=False, listener_offset_ms=100.0))
+    )
+    assert "framing" not in offset
+    assert not any("listener grid" in k for k in offset["targets"])

@@ -104,6 +104,7 @@ def markdown(result: dict, command: str) -> str:
         "## White-box (the model(s) whose gradient was used), % ",
         "",
         *classification_table(result, "whitebox"),
+        *framing_table(result),
         "",
         "## Transfer to held-out models (never gave a gradient), %",
         "",
@@ -193,8 +194,30 @@ def privacy_note(settings: dict) -> str:
 def grid_line(result: dict) -> str:
     offset = result.get("listener_offset_ms") or 0
     if not offset:
-        return "the masker's own (2 s windows, hop 1 s, from the first sample): aligned."
+        return "2 s windows, hop 1 s, from each clip's first sample (the masker's unshifted grid)."
     return f"starts {offset:g} ms into each clip (not the masker's)."
+
+
+def framing_table(result: dict) -> list[str]:
+    """The white-box model(s) on listener grids that start later than the evaluation's."""
+    rows = result.get("framing") or []
+    if not rows:
+        return []
+    lines = [
+        "",
+        "The same white-box model(s) heard by listeners whose window grid starts later "
+        "(a cloud frames the audio its own way), UAR %:",
+        "",
+        "| model | listener grid | clean | masked | noise control |",
+        "|---|---|---|---|---|",
+    ]
+    for name in result["whitebox"]["masked"]:
+        for label, reps in [("evaluation's", result["whitebox"])] + [
+            (f"+{row['offset_ms']:g} ms", row) for row in rows
+        ]:
+            cells = " | ".join(pct(reps[c][name]["uar"]) for c in ("clean", "masked", "noise"))
+            lines.append(f"| {name} | {label} | {cells} |")
+    return lines
 
 
 def path_line(result: dict) -> str:
