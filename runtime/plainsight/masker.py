@@ -78,7 +78,6 @@ def window_starts(length: int, width: int, hop: int) -> np.ndarray:
     return np.asarray(starts)
 
 
-@lru_cache(maxsize=4)
 def grid_offsets(steps: int, shift: int) -> np.ndarray:
     """Per-step grid offsets in [-shift, shift] samples: 0 first (one FGSM step stays on
     the own grid), then spread by the golden ratio so that any run of steps covers the range
@@ -88,6 +87,7 @@ def grid_offsets(steps: int, shift: int) -> np.ndarray:
     return np.round((2.0 * ((k * golden + 0.5) % 1.0) - 1.0) * shift).astype(int)
 
 
+@lru_cache(maxsize=4)
 def fixed_signs(n: int) -> np.ndarray:
     """A fixed pseudo-random +-1 pattern (deterministic, so stream output stays a pure
     function of its input)."""
