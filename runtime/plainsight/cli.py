@@ -171,30 +171,35 @@ def add_privacy_arguments(parser: argparse.ArgumentParser, stream: bool = False)
     )
 
 
+def masker_kwargs(args) -> dict:
+    """Masker keyword arguments from the --model/--backend/--threads/--mask-*/--privacy flags
+    (the one mapping: mask, stream, wyoming, doctor and evaluate all build from it)."""
+    return {
+        "model": args.model,
+        "backend": args.backend,
+        "threads": args.threads,
+        "method": args.mask_method,
+        "steps": args.mask_steps,
+        "stream_steps": args.mask_stream_steps,
+        "grid_shift_ms": args.mask_grid_shift_ms,
+        "overlap": args.mask_overlap,
+        "eps": args.mask_eps,
+        "snr_db": args.mask_snr_db,
+        "objective": args.mask_target,
+        "envelope": args.mask_envelope,
+        "strength": args.mask_strength,
+        "privacy": getattr(args, "privacy", "mask"),
+        "neutralize_strength": getattr(args, "neutralize_strength", None),
+    }
+
+
 def masker_from_args(args):
     from plainsight.masker import Masker
 
-    privacy = getattr(args, "privacy", "mask")
-    strength = getattr(args, "neutralize_strength", None)
-    if strength is not None and privacy != "neutralize":
+    kwargs = masker_kwargs(args)
+    if kwargs["neutralize_strength"] is not None and kwargs["privacy"] != "neutralize":
         raise ValueError("--neutralize-strength needs --privacy neutralize")
-    return Masker(
-        model=args.model,
-        backend=args.backend,
-        threads=args.threads,
-        method=args.mask_method,
-        steps=args.mask_steps,
-        stream_steps=args.mask_stream_steps,
-        grid_shift_ms=args.mask_grid_shift_ms,
-        overlap=args.mask_overlap,
-        eps=args.mask_eps,
-        snr_db=args.mask_snr_db,
-        objective=args.mask_target,
-        envelope=args.mask_envelope,
-        strength=args.mask_strength,
-        privacy=privacy,
-        neutralize_strength=strength,
-    )
+    return Masker(**kwargs)
 
 
 def positive_int(text: str) -> int:

@@ -152,23 +152,9 @@ def parse_curve(text: str | None, kind, flag: str, low, high) -> tuple | None:
 
 
 def masker_kwargs(args) -> dict:
-    return {
-        "model": args.model or args.corpus,
-        "backend": args.backend,
-        "threads": args.threads,
-        "method": args.mask_method,
-        "steps": args.mask_steps,
-        "stream_steps": args.mask_stream_steps,
-        "grid_shift_ms": args.mask_grid_shift_ms,
-        "overlap": args.mask_overlap,
-        "eps": args.mask_eps,
-        "snr_db": args.mask_snr_db,
-        "objective": args.mask_target,
-        "envelope": args.mask_envelope,
-        "strength": args.mask_strength,
-        "privacy": args.privacy,
-        "neutralize_strength": args.neutralize_strength,
-    }
+    from plainsight.cli import masker_kwargs as engine_kwargs
+
+    return engine_kwargs(args) | {"model": args.model or args.corpus}
 
 
 def run(args) -> int:

@@ -243,7 +243,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     backend, threads = masker.backend, masker.threads
     whitebox, transfer = build_scorers(masker, cfg.corpus, cfg, backend, threads)
     if cfg.listener_offset_ms:
-        cut = int(round(cfg.listener_offset_ms * SAMPLE_RATE / 1000))
+        cut = ms_to_samples(cfg.listener_offset_ms)
         whitebox = [OffsetListener(s, cut) for s in whitebox]
         transfer = [OffsetListener(s, cut) for s in transfer]
     classes = list(masker.classes)
@@ -350,10 +350,14 @@ def _framing(offsets_ms, whitebox: list, heard: dict, labels: list[str]) -> list
     every condition (the first codec's): the mask must hold for any framing."""
     rows = []
     for ms in offsets_ms:
-        listeners = [OffsetListener(s, int(round(ms * SAMPLE_RATE / 1000))) for s in whitebox]
+        listeners = [OffsetListener(s, ms_to_samples(ms)) for s in whitebox]
         conditions = {k: _uars(score(listeners, v, labels)) for k, v in heard.items()}
         rows.append({"offset_ms": float(ms)} | conditions)
     return rows
+
+
+def ms_to_samples(ms: float) -> int:
+    return int(round(ms * SAMPLE_RATE / 1000))
 
 
 def _mask_path(cfg: EvalConfig, masker: Masker, clips: list[Clip], bar) -> Condition:
