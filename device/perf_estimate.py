@@ -6,7 +6,8 @@
 1. MACs: every Conv / ConvTranspose / MatMul / Gemm of each bundled model's ONNX graphs,
    with shapes taken from one real run at batch 1 (intermediates exposed as outputs).
    One stream hop = 1 forward call (the untargeted objective's own prediction) + `steps`
-   grad calls on the window ending with the hop.
+   calls of the hop graph (only the spectrogram frames the hop touches) where the model
+   ships one for the hop size, else of the grad graph on the window ending with the hop.
 2. x86: `plainsight bench` (1 thread, onnx) for the stream real-time factor, plus the time
    of the graph calls alone, so the non-graph (numpy) share is known.
 3. Cortex-A72 (Raspberry Pi 4, 1.5 GHz) estimate, basis printed with the numbers:
@@ -65,9 +66,11 @@ def count_macs(path: Path, window: int, classes: int) -> dict:
     session = ort.InferenceSession(
         model.SerializeToString(), options, providers=["CPUExecutionProvider"]
     )
-    feeds = {"waveform": np.zeros((1, window), np.float32)}
-    if any(i.name == "target" for i in session.get_inputs()):
-        feeds["target"] = np.full((1, classes), 1.0 / classes, np.float32)
+    feeds = {}
+    for tensor in session.get_inputs():  # batch 1; waveform/past/tail zeros, target uniform
+        shape = [1] + [int(d) for d in tensor.shape[1:]]
+        fill = 1.0 / classes if tensor.name == "target" else 0.0
+        feeds[tensor.name] = np.full(shape, fill, np.float32)
     names = [o.name for o in session.get_outputs()]
     shapes = {n: v.shape for n, v in zip(names, session.run(names, feeds), strict=True)}
     shapes.update(initial)
@@ -90,8 +93,9 @@ def count_macs(path: Path, window: int, classes: int) -> dict:
 
 
 def time_graphs(spec, threads: int = 1, repeats: int = 20) -> dict:
-    """Fastest ms of one batch-1 forward and grad call (onnx), on this machine."""
-    from plainsight.backends import load_graph
+    """Fastest ms of one batch-1 forward, grad (and hop) call (onnx), on this machine."""
+    from plainsight.backends import load_graph, load_hop_graph
+    from plainsight.masker import past_log_mel
 
     c = len(spec.classes)
     wave = (np.random.default_rng(0).standard_normal((1, spec.window_samples)) * 0.05).astype(
@@ -99,9 +103,15 @@ def time_graphs(spec, threads: int = 1, repeats: int = 20) -> dict:
     )
     target = np.eye(c, dtype=np.float32)[:1]
     out = {}
-    for graph in ("forward", "grad"):
-        g = load_graph(spec, graph, "onnx", threads)
-        args = (wave,) if graph == "forward" else (wave, target)
+    layout = spec.hop_layout()
+    for graph in ("forward", "grad", "hop") if layout else ("forward", "grad"):
+        if graph == "hop":
+            g = load_hop_graph(spec, "onnx", threads)
+            past = past_log_mel(wave[0], spec.features, layout["past_frames"])[None]
+            args = (past, wave[:, layout["tail_start"] :], target)
+        else:
+            g = load_graph(spec, graph, "onnx", threads)
+            args = (wave,) if graph == "forward" else (wave, target)
         for _ in range(3):
             g.run(*args)
         times = []
@@ -137,7 +147,7 @@ def time_stream_hop(
         return wrapper
 
     for member in masker.members:
-        for graph in (member.grad, member.forward):
+        for graph in (member.grad, member.forward, member.hop):
             if graph is not None:
                 graph.run = timed(graph.run)
     stream = StreamProcessor(masker, masker.sample_rate, hop_ms)
@@ -183,9 +193,12 @@ def estimate(seconds: float, privacy: str = "mask") -> dict:
         c = len(spec.classes)
         fwd = count_macs(spec.graph_file("forward", "onnx"), spec.window_samples, c)
         grad = count_macs(spec.graph_file("grad", "onnx"), spec.window_samples, c)
+        layout = spec.hop_layout()
+        fits = layout is not None and layout["hop_samples"] == round(hop_s * spec.sample_rate)
+        step = count_macs(spec.graph_file("hop", "onnx"), 0, c) if fits else grad
         ms = time_graphs(spec)
-        hop_macs = fwd["total"] + steps * grad["total"]
-        graph_ms = ms["forward"] + steps * ms["grad"]
+        hop_macs = fwd["total"] + steps * step["total"]
+        graph_ms = ms["forward"] + steps * ms["hop" if fits else "grad"]
         x86_eff = hop_macs / (graph_ms / 1000) / 1e9  # GMAC/s reached on x86
         efficiency = x86_eff / x86_peak
         a72_eff = a72_peak * efficiency
@@ -193,8 +206,12 @@ def estimate(seconds: float, privacy: str = "mask") -> dict:
             {
                 "model": spec.name,
                 "window_samples": spec.window_samples,
+                "sample_rate": spec.sample_rate,
                 "forward_macs": fwd,
                 "grad_macs": grad,
+                "step_graph": "hop" if fits else "grad",
+                "step_macs": step,
+                "hop_graph_samples": layout and layout["hop_samples"],
                 "macs_per_hop": hop_macs,
                 "x86_ms": {k: round(v, 2) for k, v in ms.items()},
                 "x86_graph_ms_per_hop": round(graph_ms, 2),
@@ -220,11 +237,10 @@ def estimate(seconds: float, privacy: str = "mask") -> dict:
 
         a72_eff = default["a72_effective_gmacs"] * 1e9
         for strength, preset in STRENGTHS.items():
-            macs = (
-                default["forward_macs"]["total"]
-                + preset["stream_steps"] * default["grad_macs"]["total"]
-            )
             for hop_ms in (250, 500):
+                fits = default["hop_graph_samples"] == round(hop_ms * default["sample_rate"] / 1000)
+                step = default["step_macs" if fits else "grad_macs"]["total"]
+                macs = default["forward_macs"]["total"] + preset["stream_steps"] * step
                 shares = [
                     round((macs / eff * 1000 + numpy_ms * SCALAR_SLOWDOWN) / hop_ms, 3)
                     for eff in (a72_eff, A72_CONSERVATIVE_GMACS * 1e9)
@@ -234,6 +250,7 @@ def estimate(seconds: float, privacy: str = "mask") -> dict:
                         "strength": strength,
                         "steps": preset["stream_steps"],
                         "hop_ms": hop_ms,
+                        "step_graph": "hop" if fits else "grad",
                         "macs_per_hop": macs,
                         "a72_core_share": shares[0],
                         "a72_core_share_conservative": shares[1],
@@ -276,17 +293,20 @@ def report(r: dict) -> str:
     s = x["bench"]["settings"]
     lines = [
         f"default stream setting: {'+'.join(s['models'])}, {s['method']} {s['stream_steps']} "
-        f"steps ({s['objective']}: 1 forward + {s['stream_steps']} grad calls per hop), "
-        f"hop {x['bench']['hop_ms']:.0f} ms, privacy tier {r.get('privacy', 'mask')}",
+        f"steps ({s['objective']}: 1 forward + {s['stream_steps']} step-graph calls per "
+        f"hop), hop {x['bench']['hop_ms']:.0f} ms, privacy tier {r.get('privacy', 'mask')}",
         "",
-        "model            forward MACs   grad MACs    MACs/hop   x86 fwd/grad ms  x86 GMAC/s "
-        "(% peak)  A72 graph ms/hop",
+        "model                forward MACs   grad MACs   step graph MACs     MACs/hop   "
+        "x86 fwd/grad/step ms  x86 GMAC/s (% peak)  A72 graph ms/hop",
     ]
     for m in r["models"]:
         fwd, grad = m["forward_macs"]["total"] / 1e6, m["grad_macs"]["total"] / 1e6
+        step = m["step_macs"]["total"] / 1e6
+        ms = m["x86_ms"]
         lines.append(
-            f"{m['model']:16s} {fwd:9.1f} M {grad:9.1f} M {m['macs_per_hop'] / 1e6:9.1f} M   "
-            f"{m['x86_ms']['forward']:6.2f}/{m['x86_ms']['grad']:6.2f}"
+            f"{m['model']:20s} {fwd:9.1f} M {grad:9.1f} M {m['step_graph']:>5s} {step:9.1f} M "
+            f"{m['macs_per_hop'] / 1e6:9.1f} M   "
+            f"{ms['forward']:5.2f}/{ms['grad']:5.2f}/{ms.get(m['step_graph'], 0):5.2f}"
             f"     {m['x86_effective_gmacs']:6.2f} ({100 * m['x86_fraction_of_peak']:4.1f}%)"
             f"   {m['a72_graph_ms_per_hop']:8.1f}"
         )
@@ -309,7 +329,8 @@ def report(r: dict) -> str:
         lines += ["", "A72 estimate by setting (share of one Pi 4 core; latency = hop):"]
         for row in r["a72_settings"]:
             lines.append(
-                f"  strength {row['strength']:6s} ({row['steps']} steps)  hop {row['hop_ms']} ms: "
+                f"  strength {row['strength']:6s} ({row['steps']} steps of the {row['step_graph']} "
+                f"graph)  hop {row['hop_ms']} ms: "
                 f"{row['macs_per_hop'] / 1e6:6.1f} M MACs/hop -> "
                 f"{100 * row['a72_core_share']:3.0f}% (conservative "
                 f"{100 * row['a72_core_share_conservative']:3.0f}%)"

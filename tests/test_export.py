@@ -12,6 +12,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
 from plainsight.features import FeatureConfig  # noqa: E402
+from plainsight.masker import past_log_mel  # noqa: E402
 from plainsight_export import verify  # noqa: E402
 from plainsight_export.export import (  # noqa: E402
     GRAPH_IO,
@@ -26,7 +27,9 @@ from plainsight_export.gradgraph import (  # noqa: E402
     FRONTEND_MODES,
     ForwardGraph,
     GradientGraph,
+    HopGradientGraph,
     autograd_reference,
+    hop_layout,
 )
 from plainsight_export.models import GlobalMeanPool, Model  # noqa: E402
 from torch import nn  # noqa: E402
@@ -113,6 +116,41 @@ def test_gradient_graph_matches_autograd(body, conv_backward, frontend_mode):
     assert (torch.sign(grad[mask]) == torch.sign(ref_grad[mask])).float().mean() > 0.999
 
 
+@pytest.mark.parametrize("body", sorted(BODIES))
+@pytest.mark.parametrize("frontend_mode", FRONTEND_MODES)
+@pytest.mark.parametrize("hop", [800, 1000, 2880])
+def test_hop_graph_matches_autograd_on_the_hop(body, frontend_mode, hop):
+    """The stream's graph, fed the past frames' log-mel and the tail, gives the whole
+    window's logits and, on the hop's samples, the whole window's gradient."""
+    model = small_model(body)
+    window = 3200
+    layout = hop_layout(CFG, window, hop)
+    gen = torch.Generator().manual_seed(2)
+    # speech-like input: white noise left these random bodies' ReLUs dead on the hop
+    waveform = torch.from_numpy(np.stack([verify.speech_like(window, seed=s) for s in (0, 1)]))
+    target = torch.softmax(torch.randn(2, 3, generator=gen), -1)
+    ref_logits, ref_grad = autograd_reference(model, waveform, target)
+    assert ref_grad[:, -hop:].abs().max() > 0.1
+    graph = HopGradientGraph(model, window, hop, frontend_mode=frontend_mode)
+    past = torch.from_numpy(
+        np.stack([past_log_mel(w, CFG, layout["past_frames"]) for w in waveform.numpy()])
+    )
+    with torch.no_grad():
+        logits, grad = graph(past, waveform[:, layout["tail_start"] :], target)
+    assert grad.shape == (2, layout["tail_samples"])
+    assert torch.allclose(logits, ref_logits, atol=1e-4)
+    assert cosine(grad[:, -hop:], ref_grad[:, -hop:]) > 0.9999
+
+
+def test_hop_layout_refuses_a_hop_that_does_not_fit():
+    with pytest.raises(ValueError, match="does not fit"):
+        hop_layout(CFG, 3200, 3200)
+    with pytest.raises(ValueError, match="does not fit"):
+        hop_layout(CFG, 3200, 0)
+    with pytest.raises(ValueError, match="does not fit"):  # no frame left before the hop
+        hop_layout(CFG, 3200, 3040)
+
+
 def test_gradient_graph_is_not_the_forward_only():
     """A wrong target must change the gradient (the graph really depends on its inputs)."""
     model = small_model("conv-bn-relu-meanpool")
@@ -151,7 +189,8 @@ def exported(tmp_path_factory):
     model = small_model("grouped-rect-kernel-flatten-dense", frames=40)  # 6400 samples
     ckpt = small_checkpoint(model)
     out = tmp_path_factory.mktemp("export") / "small"
-    manifest = export_model_dir(model, ckpt, out, "test-small", checkpoint_ref={"path": None})
+    graphs = ("grad", "forward", "hop")
+    manifest = export_model_dir(model, ckpt, out, "test-small", graphs, checkpoint_ref={})
     return model, ckpt, out, manifest
 
 
@@ -170,8 +209,20 @@ def test_manifest_content(exported):
         "outputs": {"logits": ["B", 3], "grad": ["B", 6400]},
     }
     assert manifest["graphs"]["forward"]["inputs"] == {"waveform": ["B", 6400]}
+    # the stream's hop graph: a 250 ms hop (4000 samples) at the end of the 6400-sample window
+    assert manifest["graphs"]["hop"] == {
+        "inputs": {"past": ["B", 14, 40], "tail": ["B", 4280], "target": ["B", 3]},
+        "outputs": {"logits": ["B", 3], "grad": ["B", 4280]},
+        "hop_samples": 4000,
+        "past_frames": 14,
+        "tail_start": 2120,
+        "tail_samples": 4280,
+    }
     files = sorted(p.name for p in out.iterdir())
-    assert files == ["forward.onnx", "forward.tflite", "grad.onnx", "grad.tflite", "manifest.json"]
+    graphs = ["forward", "grad", "hop"]
+    assert files == sorted(f"{g}.{b}" for g in graphs for b in ("onnx", "tflite")) + [
+        "manifest.json"
+    ]
     for fname, meta in manifest["files"].items():
         assert meta["sha256"] == sha256_file(out / fname)
         assert meta["bytes"] == (out / fname).stat().st_size
@@ -204,6 +255,9 @@ def test_exported_dir_passes_verification(exported):
         assert any("tflite-runtime" in line for line in lines)  # skipped, with the reason
     cases = {c.case for c in checks}
     assert {"random", "speech-like", "ifgsm-10"} <= cases
+    hop_checks = {(c.file, c.metric) for c in checks if c.file.startswith("hop.")}
+    assert ("hop.onnx", "hop grad cosine") in hop_checks
+    assert ("hop.tflite", "hop grad sign agree") in hop_checks
 
 
 class ConstantGrad(nn.Module):

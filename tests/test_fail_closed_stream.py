@@ -150,6 +150,9 @@ class VanishingMasker:
     def perturb(self, windows, bound, clean=None, steps=None):
         return np.full_like(np.asarray(windows, np.float32), self.value)
 
+    def perturb_hop(self, context, bound, clean, hop_samples):  # the stream's entry point
+        return np.full_like(np.asarray(context, np.float32), self.value)
+
 
 def test_unchanged_hop_is_refused_by_default(masker, tmp_path):
     pcm = np.concatenate([np.zeros(4000, "<i2"), speech_at(-20, 1.0)])  # silence, then speech

@@ -168,6 +168,17 @@ def test_manifest_errors_are_clear(model_dir, tmp_path):
         resolve_models("no-such-model")
 
 
+def test_a_hop_graph_layout_that_does_not_fit_the_window_is_refused(model_dir, tmp_path):
+    copy = tmp_path / "model"
+    shutil.copytree(model_dir, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    assert load_model_dir(copy).hop_layout()["hop_samples"] == 4000  # the bundled layout
+    manifest["graphs"]["hop"]["tail_start"] += 160  # tail no longer ends at the window's end
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ManifestError, match="bad hop graph layout"):
+        Masker(model=copy, backend="onnx")
+
+
 def test_strength_presets_and_argument_checks(model_dir):
     assert set(STRENGTHS) == {"low", "medium", "high"}
     for strength in STRENGTHS:

@@ -233,3 +233,61 @@ def test_stream_other_rate_keeps_count_and_chunking(masker):
     assert np.array_equal(whole, run([1000, 7, 20000, len(pcm)]))
     diff = np.abs(whole.astype(np.int32) - pcm)
     assert 0 < diff.max() < 0.1 * 32768
+
+
+def _window_graph_only(masker: Masker) -> Masker:
+    for member in masker.members:
+        member.hop = None
+    return masker
+
+
+@pytest.mark.parametrize("backend", ["onnx", "tflite"])
+@pytest.mark.parametrize("model", ["emodb-compact", "emodb-compact-mfcc"])
+def test_hop_graph_gives_the_window_graphs_hop_perturbation(backend, model):
+    """The frame-caching hop graph is an optimisation only: on the same window, a hop gets
+    the perturbation the whole-window graph gives it (up to a rare float tie)."""
+    from plainsight.manifest import BUNDLED_DIR
+
+    if backend == "tflite":
+        pytest.importorskip("ai_edge_litert", reason="TFLite backend (extra [tflite]) missing")
+    fast = Masker(model=BUNDLED_DIR / model, backend=backend)
+    slow = _window_graph_only(Masker(model=BUNDLED_DIR / model, backend=backend))
+    assert fast.hop_graphs_fit(HOP_SAMPLES) and not slow.hop_graphs_fit(HOP_SAMPLES)
+    audio = speechlike_pcm(3.0, seed=3).astype(np.float32) / 32768
+    window = fast.window
+    for end in (HOP_SAMPLES, 5 * HOP_SAMPLES, len(audio)):  # stream start: zeros before
+        context = np.zeros(window, np.float32)
+        part = audio[max(0, end - window) : end]
+        context[window - len(part) :] = part
+        valid = (np.arange(window) >= window - len(part)).astype(np.float32)
+        bound = fast.budget(context[None], valid[None])[0]
+        bound[:-HOP_SAMPLES] = 0.0
+        a = fast.perturb_hop(context, bound, context, HOP_SAMPLES)
+        b = slow.perturb_hop(context, bound, context, HOP_SAMPLES)
+        assert np.all(a[:-HOP_SAMPLES] == 0) and np.all(b[:-HOP_SAMPLES] == 0)
+        assert np.mean(a == b) > 0.999 and np.any(a != 0)
+
+
+def test_hop_graph_stream_equals_the_window_graph_stream():
+    """End to end (onnxruntime): the same bytes out, whichever graph ran."""
+    fast = Masker(model=bundled_model_dir(), backend="onnx")
+    slow = _window_graph_only(Masker(model=bundled_model_dir(), backend="onnx"))
+    pcm = speechlike_pcm(3.3, seed=3)
+    a = processor_output(fast, pcm, [1234, 5000])
+    b = processor_output(slow, pcm, [1234, 5000])
+    assert len(a) == len(pcm) and np.mean(a == b) > 0.999 and np.any(a != pcm)
+
+
+def test_default_hop_runs_only_the_hop_graph_and_other_hops_fall_back(monkeypatch):
+    masker = Masker(model=bundled_model_dir(), backend="onnx")
+
+    def window_graph(*_args):
+        raise AssertionError("the window graph ran")
+
+    monkeypatch.setattr(masker.members[0].grad, "run", window_graph)
+    pcm = speechlike_pcm(1.0)
+    out = processor_output(masker, pcm[: 2 * HOP_SAMPLES], [])  # whole default hops
+    assert len(out) == 2 * HOP_SAMPLES and np.any(out != pcm[: 2 * HOP_SAMPLES])
+    assert not masker.hop_graphs_fit(1600)  # a 100 ms hop: no hop graph for it
+    with pytest.raises(AssertionError, match="window graph ran"):
+        StreamProcessor(masker, 16000, 100.0).push(pcm[:1600])

@@ -53,6 +53,8 @@ class Target:
 # Option (not the default): compact + an MFCC-statistics surrogate on the same log-mel.
 ENSEMBLE_HEADS = ("compact", "surrogate-mfcc-shared")
 KINDS = ("compact", "ensemble", "seed-cnn", "attackers")
+# Bundled (masking) models also ship the stream's hop graph (plainsight.masker.perturb_hop).
+BUNDLED_GRAPHS = ("grad", "forward", "hop")
 
 
 def committed_checkpoints() -> set[Path] | None:
@@ -75,17 +77,13 @@ def plan(corpora=CORPORA, kinds=KINDS, only: set[Path] | None = None) -> list[Ta
         if "compact" in kinds and (folder / "compact.pt").is_file():
             name = f"{corpus}-compact"
             targets.append(
-                Target(
-                    folder / "compact.pt", RUNTIME_MODELS / name, name, ("grad", "forward"), True
-                )
+                Target(folder / "compact.pt", RUNTIME_MODELS / name, name, BUNDLED_GRAPHS, True)
             )
         heads = tuple(folder / f"{stem}.pt" for stem in ENSEMBLE_HEADS)
         if "ensemble" in kinds and all(h.is_file() for h in heads):
             name = f"{corpus}-compact-mfcc"
             targets.append(
-                Target(
-                    heads[0], RUNTIME_MODELS / name, name, ("grad", "forward"), True, heads=heads
-                )
+                Target(heads[0], RUNTIME_MODELS / name, name, BUNDLED_GRAPHS, True, heads=heads)
             )
         if "seed-cnn" in kinds and (folder / "seed-cnn.pt").is_file():
             name = f"{corpus}-seed-cnn"
@@ -168,19 +166,22 @@ def _dir_hashes(directory: Path) -> dict[str, str]:
     return {p.name: sha256_file(p) for p in sorted(directory.iterdir()) if p.is_file()}
 
 
-def _graph_outputs(path: Path, waveforms: np.ndarray, n_classes: int) -> list[np.ndarray]:
+def _graph_outputs(path: Path, waveforms: np.ndarray, manifest: dict) -> list[np.ndarray]:
     from plainsight_export import tflite_worker
+    from plainsight_export.verify import hop_inputs
 
+    n_classes = len(manifest["classes"])
     targets = np.full((waveforms.shape[0], n_classes), 1.0 / n_classes, np.float32)
+    feeds = {"waveform": waveforms, "target": targets}
+    if manifest["files"][path.name]["graph"] == "hop":
+        feeds = hop_inputs(manifest, waveforms, targets)
     if path.suffix == ".onnx":
         import onnxruntime as ort
 
         sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        feeds = {"waveform": waveforms, "target": targets}
-        feeds = {i.name: feeds[i.name] for i in sess.get_inputs()}
-        return sess.run(None, feeds)
+        return sess.run(None, {i.name: feeds[i.name] for i in sess.get_inputs()})
     runner = tflite_worker.TfliteRunner(path)
-    out = runner.run(waveforms, targets if "target" in runner.inputs else None)
+    out = tflite_worker.run_feeds(runner, {k: feeds[k] for k in runner.inputs})
     return [out[k] for k in sorted(out)]
 
 
@@ -192,8 +193,8 @@ def _same_outputs(committed: Path, rebuilt: Path, manifest: dict) -> bool:
     rng = np.random.default_rng(0)
     waveforms = np.stack([speech_like(n), (0.1 * rng.standard_normal(n)).astype(np.float32)])
     try:
-        a = _graph_outputs(committed, waveforms, len(manifest["classes"]))
-        b = _graph_outputs(rebuilt, waveforms, len(manifest["classes"]))
+        a = _graph_outputs(committed, waveforms, manifest)
+        b = _graph_outputs(rebuilt, waveforms, manifest)
     except Exception:  # an unloadable graph is simply not the same graph
         return False
     return len(a) == len(b) and all(

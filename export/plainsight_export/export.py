@@ -20,9 +20,17 @@ from importlib import metadata
 from pathlib import Path
 
 import torch
+from plainsight.features import FeatureConfig
+from plainsight.stream import DEFAULT_HOP_MS
 from torch import nn
 
-from plainsight_export.gradgraph import EnsembleGradientGraph, ForwardGraph, GradientGraph
+from plainsight_export.gradgraph import (
+    EnsembleGradientGraph,
+    ForwardGraph,
+    GradientGraph,
+    HopGradientGraph,
+    hop_layout,
+)
 from plainsight_export.models import PANEL_CKPT_KEYS as PANEL_KEYS
 from plainsight_export.models import HeadEnsemble, Model
 
@@ -32,6 +40,7 @@ VERSION = "1.0.0"
 GRAPH_IO = {
     "grad": (("waveform", "target"), ("logits", "grad")),
     "forward": (("waveform",), ("logits",)),
+    "hop": (("past", "tail", "target"), ("logits", "grad")),
 }
 BACKENDS = ("onnx", "tflite")
 SUFFIX = {"onnx": ".onnx", "tflite": ".tflite"}
@@ -55,8 +64,16 @@ def tool_versions() -> dict[str, str]:
     return versions
 
 
-def build_graph(model: nn.Module, graph: str) -> nn.Module:
-    """The exportable module for `graph` ("grad" or "forward")."""
+def stream_hop_samples(ckpt: dict) -> int:
+    """The default stream hop (plainsight stream --hop-ms) in model-rate samples."""
+    return int(round(int(ckpt["features"]["sample_rate"]) * DEFAULT_HOP_MS / 1000))
+
+
+def build_graph(model: nn.Module, graph: str, window: int = 0, hop_samples: int = 0):
+    """The exportable module for `graph` ("grad", "forward", or "hop": the stream's graph
+    for a hop of `hop_samples` at the end of a `window`)."""
+    if graph == "hop":
+        return HopGradientGraph(model, window, hop_samples)
     if graph == "grad":
         if isinstance(model, HeadEnsemble):
             return EnsembleGradientGraph(model)
@@ -69,11 +86,15 @@ def build_graph(model: nn.Module, graph: str) -> nn.Module:
     raise ValueError(f"unknown graph {graph!r}")
 
 
-def example_inputs(graph: str, batch: int, n_samples: int, n_classes: int) -> dict:
+def example_inputs(graph: str, batch: int, n_samples: int, n_classes: int, layout=None) -> dict:
     gen = torch.Generator().manual_seed(0)
     inputs = {"waveform": 0.1 * torch.randn(batch, n_samples, generator=gen)}
-    if graph == "grad":
+    if graph in ("grad", "hop"):
         inputs["target"] = torch.full((batch, n_classes), 1.0 / n_classes)
+    if graph == "hop":
+        mels = layout["n_mels"]
+        inputs["past"] = torch.randn(batch, layout["past_frames"], mels, generator=gen) - 3.0
+        inputs["tail"] = inputs.pop("waveform")[:, : layout["tail_samples"]]
     return inputs
 
 
@@ -85,8 +106,11 @@ class _NamedOutputs(nn.Module):
         self.inner = inner
         self.output_names = GRAPH_IO[graph][1]
 
-    def forward(self, waveform, target=None):
-        out = self.inner(waveform) if target is None else self.inner(waveform, target)
+    def forward(self, waveform=None, target=None, past=None, tail=None):
+        if past is not None:
+            out = self.inner(past, tail, target)
+        else:
+            out = self.inner(waveform) if target is None else self.inner(waveform, target)
         out = out if isinstance(out, tuple) else (out,)
         return dict(zip(self.output_names, out, strict=True))
 
@@ -174,13 +198,22 @@ def manifest_for(
     }
 
 
-def graph_shapes(graph: str, window: int, n_classes: int) -> dict:
+def graph_shapes(graph: str, window: int, n_classes: int, layout=None) -> dict:
     shape = {"waveform": ["B", window], "target": ["B", n_classes]}
     shape.update(logits=["B", n_classes], grad=["B", window])
+    extra = {}
+    if graph == "hop":  # the layout is the runtime's contract for this graph
+        shape.update(
+            past=["B", layout["past_frames"], layout["n_mels"]],
+            tail=["B", layout["tail_samples"]],
+            grad=["B", layout["tail_samples"]],
+        )
+        extra = {k: v for k, v in layout.items() if k != "n_mels"}
     in_names, out_names = GRAPH_IO[graph]
     return {
         "inputs": {n: shape[n] for n in in_names},
         "outputs": {n: shape[n] for n in out_names},
+        **extra,
     }
 
 
@@ -201,15 +234,20 @@ def export_model_dir(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     n_classes, window = len(ckpt["classes"]), int(ckpt["window_samples"])
-    if "grad" in graphs and not isinstance(model, (Model, HeadEnsemble)):
+    if {"grad", "hop"} & set(graphs) and not isinstance(model, (Model, HeadEnsemble)):
         raise TypeError(f"{name}: arch {ckpt['arch']} has no gradient graph (forward only)")
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         files, graph_meta = {}, {}
         for graph in graphs:
-            module = build_graph(model, graph).eval()
-            inputs = example_inputs(graph, 2, window, n_classes)
-            graph_meta[graph] = graph_shapes(graph, window, n_classes)
+            layout = None
+            if graph == "hop":
+                features = FeatureConfig.from_dict(ckpt["features"])
+                layout = hop_layout(features, window, stream_hop_samples(ckpt))
+                layout["n_mels"] = features.n_mels
+            module = build_graph(model, graph, window, layout and layout["hop_samples"]).eval()
+            inputs = example_inputs(graph, 2, window, n_classes, layout)
+            graph_meta[graph] = graph_shapes(graph, window, n_classes, layout)
             for backend in backends:
                 fname = graph + SUFFIX[backend]
                 exporter = export_onnx if backend == "onnx" else export_tflite

@@ -198,8 +198,10 @@ class _Graph(nn.Module):
         frames = torch.cat([chunks[:, j : j + n_frames] for j in range(k)], dim=2)
         return frames[:, :, : self.win]
 
-    def _overlap_add(self, frames: torch.Tensor, n_samples: int) -> torch.Tensor:
-        """Adjoint of _frames + padding: [B, T, win] -> d/dwaveform [B, N]."""
+    def _overlap_add(self, frames: torch.Tensor, n_samples: int, lead: int | None = None):
+        """Adjoint of _frames + padding: [B, T, win] -> d/dwaveform [B, N], the first frame
+        starting `lead` samples before the waveform (default: the front end's padding)."""
+        lead = self.pad if lead is None else lead
         k = self._n_chunks()
         n_frames = _dims(frames)[1]
         frames = F.pad(frames, (0, k * self.hop - self.win)).reshape(-1, n_frames, k, self.hop)
@@ -208,16 +210,19 @@ class _Graph(nn.Module):
             part = F.pad(frames[:, :, j], (0, 0, j, k - 1 - j))  # shift j chunks down in time
             total = part if total is None else total + part
         flat = total.reshape(-1, (n_frames + k - 1) * self.hop)
-        need = self.pad + n_samples
+        need = lead + n_samples
         have = (n_frames + k - 1) * self.hop
         if need > have:
             flat = F.pad(flat, (0, need - have))
-        return flat[:, self.pad : need]
+        return flat[:, lead:need]
 
     def _spectrum(self, waveform: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Re, Im of each frame, [B, T, bins] each."""
         n_frames = self.cfg.n_frames(_dims(waveform)[-1])
-        padded = F.pad(waveform, (self.pad, self.pad))
+        return self._padded_spectrum(F.pad(waveform, (self.pad, self.pad)), n_frames)
+
+    def _padded_spectrum(self, padded: torch.Tensor, n_frames: int):
+        """Re, Im of the first n_frames frames of an already padded signal, frame t at t * hop."""
         if self.frontend_mode == "symmetric":
             half = self.win // 2
             f = self._frames(padded, n_frames) * self.window
@@ -234,8 +239,9 @@ class _Graph(nn.Module):
             spec = torch.matmul(self._frames(padded, n_frames), self.dft_matrix)
         return spec[:, :, : self.n_bins], spec[:, :, self.n_bins :]
 
-    def _spectrum_backward(self, d_spec: torch.Tensor, n_samples: int) -> torch.Tensor:
-        """d/d[re, im] [B, T, 2 bins] -> d/dwaveform [B, N]."""
+    def _spectrum_backward(self, d_spec: torch.Tensor, n_samples: int, lead: int | None = None):
+        """d/d[re, im] [B, T, 2 bins] -> d/dwaveform [B, N] (`lead`: see _overlap_add)."""
+        lead = self.pad if lead is None else lead
         if self.frontend_mode == "symmetric":
             half = self.win // 2
             d_even = torch.matmul(d_spec[:, :, : self.n_bins], self.cos_half)
@@ -250,19 +256,19 @@ class _Graph(nn.Module):
                 ],
                 dim=2,
             )
-            return self._overlap_add(frames * self.window, n_samples)
+            return self._overlap_add(frames * self.window, n_samples, lead)
         if self.frontend_mode == "conv":
             d_spec = d_spec.transpose(1, 2)
             n_frames = _dims(d_spec)[-1]
             produced = (n_frames - 1) * self.hop + self.win
             full = F.conv_transpose1d(d_spec, self.dft_kernels, stride=self.hop)[:, 0]
-            need = self.pad + n_samples
+            need = lead + n_samples
             if need > produced:
                 full = F.pad(full, (0, need - produced))
-            return full[:, self.pad : need]
+            return full[:, lead:need]
         # (K @ d_spec^T)^T rather than d_spec @ K^T: a folded K^T would store the DFT twice.
         frames = torch.matmul(self.dft_matrix, d_spec.transpose(1, 2)).transpose(1, 2)
-        return self._overlap_add(frames, n_samples)
+        return self._overlap_add(frames, n_samples, lead)
 
     # ---- body -----------------------------------------------------------------------------
     def _conv(self, idx: int, spec: dict, x: torch.Tensor) -> torch.Tensor:
@@ -342,7 +348,9 @@ class _Graph(nn.Module):
     # ---- whole model ----------------------------------------------------------------------
     def _log_mel(self, waveform: torch.Tensor):
         """Unstandardised log-mel [B, T, mels] and what its backward needs (re, im, mel)."""
-        re, im = self._spectrum(waveform)
+        return self._log_mel_of(*self._spectrum(waveform))
+
+    def _log_mel_of(self, re: torch.Tensor, im: torch.Tensor):
         power = re * re + im * im
         mel = torch.matmul(power, self.mel_fb) + self.log_floor
         return torch.log(mel), (re, im, mel)
@@ -355,12 +363,12 @@ class _Graph(nn.Module):
         log_mel, cache = self._log_mel(waveform)
         return self._standardise(log_mel), cache
 
-    def _log_mel_backward(self, d_log: torch.Tensor, cache, n_samples: int) -> torch.Tensor:
-        """d/d log-mel [B, T, mels] -> d/dwaveform [B, N]."""
+    def _log_mel_backward(self, d_log: torch.Tensor, cache, n_samples: int, lead=None):
+        """d/d log-mel [B, T, mels] -> d/dwaveform [B, N] (`lead`: see _overlap_add)."""
         re, im, mel = cache
         d_power = torch.matmul(d_log / mel, self.mel_fb.t())  # [B, T, bins]
         d_spec = torch.cat([re * d_power, im * d_power], dim=2) * 2.0
-        return self._spectrum_backward(d_spec, n_samples)
+        return self._spectrum_backward(d_spec, n_samples, lead)
 
     def logits(self, waveform: torch.Tensor) -> torch.Tensor:
         feats, _ = self._features(waveform)
@@ -390,6 +398,66 @@ class GradientGraph(_Graph):
         logits, saved = self._body(feats, keep=True)
         g = self._body_backward(_ce_grad(logits, target), saved)[:, 0]  # [B, T, mels]
         return logits, self._log_mel_backward(g * self.inv_std, cache, _dims(waveform)[-1])
+
+
+def hop_layout(cfg: FeatureConfig, window: int, hop_samples: int) -> dict[str, int]:
+    """Where a stream hop sits in the model window: the hop is the window's last
+    `hop_samples`; frames before `past_frames` never see it (their log-mel is fixed once the
+    past is sent), and the `tail` (the window from `tail_start` on) is all those later frames
+    read. Shared by the hop graph and the runtime (which reads it from the manifest)."""
+    n_frames = cfg.n_frames(window)
+    first_sample = window - hop_samples  # frame t reads [t hop - pad, t hop - pad + win)
+    past_frames = (first_sample + cfg.pad - cfg.win_length) // cfg.hop_length + 1
+    if not 0 < hop_samples < window or not 0 < past_frames < n_frames:  # a frame must be past
+        raise ValueError(f"hop of {hop_samples} samples does not fit a {window}-sample window")
+    tail_start = past_frames * cfg.hop_length - cfg.pad
+    return {
+        "hop_samples": hop_samples,
+        "past_frames": past_frames,
+        "tail_start": tail_start,
+        "tail_samples": window - tail_start,
+    }
+
+
+class HopGradientGraph(_Graph):
+    """The stream's per-step graph: only the frames a new hop touches are computed.
+
+    (past [B, P, mels] = unstandardised log-mel of the window's first P frames, which the new
+    hop does not reach (computed once per hop, by the runtime, from audio already sent),
+    tail [B, L] = the window from `tail_start` on, target [B, C]) -> (logits [B, C],
+    d CE / d tail [B, L]). Equals GradientGraph (EnsembleGradientGraph for a HeadEnsemble)
+    on the window for the last hop_samples samples of the gradient (the tail's first samples
+    are the fixed past: their gradient misses the past frames' share and is not used). The
+    front end runs on the ~13 % of the frames a 250 ms hop of a 2 s window touches.
+    """
+
+    def __init__(
+        self,
+        model: Model | HeadEnsemble,
+        window: int,
+        hop_samples: int,
+        conv_backward: str = "transpose",
+        frontend_mode: str = "symmetric",
+    ):
+        heads = list(model.heads) if isinstance(model, HeadEnsemble) else [model]
+        super().__init__(heads[0], conv_backward, frontend_mode)
+        self.mfcc_heads = nn.ModuleList(MfccHeadGraph(head, self.cfg) for head in heads[1:])
+        self.weights = tuple(model.weights) if isinstance(model, HeadEnsemble) else (1.0,)
+        self.layout = hop_layout(self.cfg, window, hop_samples)
+        self.new_frames = self.cfg.n_frames(window) - self.layout["past_frames"]
+        self.eval()
+
+    def forward(self, past: torch.Tensor, tail: torch.Tensor, target: torch.Tensor):
+        targets = [target if w == 1.0 else target * w for w in self.weights]
+        re, im = self._padded_spectrum(F.pad(tail, (0, self.pad)), self.new_frames)
+        new_log, cache = self._log_mel_of(re, im)
+        log_mel = torch.cat([past, new_log], dim=1)
+        logits, saved = self._body(self._standardise(log_mel), keep=True)
+        d_log = self._body_backward(_ce_grad(logits, targets[0]), saved)[:, 0] * self.inv_std
+        for head, head_target in zip(self.mfcc_heads, targets[1:], strict=True):
+            d_log = d_log + head.input_grad(log_mel, head_target)
+        d_new = d_log[:, self.layout["past_frames"] :]
+        return logits, self._log_mel_backward(d_new, cache, _dims(tail)[-1], lead=0)
 
 
 def _ce_grad(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

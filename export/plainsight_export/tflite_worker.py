@@ -3,9 +3,10 @@
 Imported by verify/bench, and run as a script by another interpreter (e.g. a venv with
 tflite-runtime and numpy<2) so that runtime can be checked without torch:
     python tflite_worker.py MODEL.tflite IN.npz OUT.npz [--module tflite_runtime] [--no-xnnpack]
-IN.npz: waveform [B, N], optional target [B, C], optional ifgsm_x0/ifgsm_target/eps/alpha/steps,
-optional bench_repeats. OUT.npz: logits, grad (grad graphs), ifgsm (+ ifgsm_points,
-ifgsm_grads: the waveform and gradient at each step), bench_ms (wall, CPU).
+IN.npz: waveform [B, N] (or, for a hop graph, past/tail), optional target [B, C], optional
+ifgsm_x0/ifgsm_target/eps/alpha/steps, optional bench_repeats. OUT.npz: logits, grad (grad
+graphs), ifgsm (+ ifgsm_points, ifgsm_grads: the waveform and gradient at each step),
+bench_ms (wall, CPU).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import time
 import numpy as np
 
 MODULES = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter")
+INPUT_ROLES = ("waveform", "target", "past", "tail")  # past/tail: the stream's hop graph
 
 
 class TfliteRunner:
@@ -32,7 +34,7 @@ class TfliteRunner:
             )
         self.interpreter = mod.Interpreter(**kwargs)
         self.interpreter.allocate_tensors()
-        self.inputs = self._by_name(self.interpreter.get_input_details(), ("waveform", "target"))
+        self.inputs = self._by_name(self.interpreter.get_input_details(), INPUT_ROLES)
         self.outputs = self._by_name(self.interpreter.get_output_details(), ("logits", "grad"))
 
     @staticmethod
@@ -61,6 +63,18 @@ class TfliteRunner:
             for name, index in self.outputs.items():
                 results[name].append(self.interpreter.get_tensor(index).copy())
         return {name: np.concatenate(parts) for name, parts in results.items()}
+
+
+def run_feeds(runner: TfliteRunner, feeds: dict) -> dict:
+    """Any graph's inputs by name (the hop graph's past/tail/target), looped over the batch."""
+    results: dict[str, list] = {name: [] for name in runner.outputs}
+    for b in range(len(next(iter(feeds.values())))):
+        for role, index in runner.inputs.items():
+            runner.interpreter.set_tensor(index, feeds[role][b : b + 1])
+        runner.interpreter.invoke()
+        for name, index in runner.outputs.items():
+            results[name].append(runner.interpreter.get_tensor(index).copy())
+    return {name: np.concatenate(parts) for name, parts in results.items()}
 
 
 def ifgsm(grad_fn, x0: np.ndarray, target: np.ndarray, eps: float, alpha: float, steps: int):
@@ -104,6 +118,9 @@ def main(argv=None) -> int:
     data = np.load(args.inputs)
     runner = TfliteRunner(args.model, args.module, xnnpack=not args.no_xnnpack)
     target = data["target"] if "target" in data else None
+    if "tail" in data:  # a hop graph: no waveform, no attack loop
+        np.savez(args.output, **run_feeds(runner, {k: data[k] for k in runner.inputs}))
+        return 0
     out = runner.run(data["waveform"], target)
     if "ifgsm_x0" in data and runner.has_grad:
         out["ifgsm"], points, grads = ifgsm(

@@ -161,6 +161,9 @@ def _run_onnx(path: Path, payload: dict) -> dict:
     session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
     has_target = any(i.name == "target" for i in session.get_inputs())
+    if "tail" in payload:
+        feeds = {i.name: payload[i.name] for i in session.get_inputs()}
+        return dict(zip(names, session.run(names, feeds), strict=True))
 
     def run(x, t):
         feeds = {"waveform": x}
@@ -173,6 +176,8 @@ def _run_onnx(path: Path, payload: dict) -> dict:
 
 def _run_litert(path: Path, payload: dict, xnnpack: bool) -> dict:
     runner = tflite_worker.TfliteRunner(path, xnnpack=xnnpack)
+    if "tail" in payload:
+        return tflite_worker.run_feeds(runner, {k: payload[k] for k in runner.inputs})
     return _drive(runner.run, payload, runner.has_grad)
 
 
@@ -239,6 +244,30 @@ def ifgsm_checks(model, out: dict, ref_final: np.ndarray, target: np.ndarray) ->
             diff <= IFGSM_MAX_ABS or explained,
             " - loops parted after a tie flip" if explained else "",
         ),
+    ]
+
+
+def hop_inputs(manifest: dict, waveforms: np.ndarray, targets: np.ndarray) -> dict:
+    """The hop graph's inputs for whole windows, computed as the runtime computes them."""
+    from plainsight.features import FeatureConfig
+    from plainsight.masker import past_log_mel
+
+    layout = manifest["graphs"]["hop"]
+    cfg = FeatureConfig.from_dict(manifest["features"])
+    past = np.stack([past_log_mel(w, cfg, layout["past_frames"]) for w in waveforms])
+    tail = np.ascontiguousarray(waveforms[:, layout["tail_start"] :])
+    return {"past": past, "tail": tail, "target": targets}
+
+
+def hop_checks(out: dict, i: int, ref_logits, ref_hop_grad, hop: int) -> list:
+    """(metric, value, limit, ok) of the hop graph against autograd on the whole window: the
+    logits, and the gradient on the hop (the last `hop` samples)."""
+    diff = float(np.abs(out["logits"][i] - ref_logits).max())
+    cosine, sign = grad_metrics(out["grad"][i, -hop:], ref_hop_grad)
+    return [
+        ("logits max|diff|", diff, LOGITS_MAX_ABS, diff <= LOGITS_MAX_ABS),
+        ("hop grad cosine", cosine, GRAD_COSINE, cosine >= GRAD_COSINE),
+        ("hop grad sign agree", sign, GRAD_SIGN, sign >= GRAD_SIGN),
     ]
 
 
@@ -321,8 +350,10 @@ def verify_dir(
     for fname, meta in sorted(manifest["files"].items()):
         if meta["backend"] not in backends:
             continue
-        is_grad = meta["graph"] == "grad"
+        is_grad, is_hop = meta["graph"] == "grad", meta["graph"] == "hop"
         data = dict(payload) if is_grad else {"waveform": waveforms}
+        if is_hop:
+            data = hop_inputs(manifest, waveforms, targets)
         if is_grad:
             if ref_attack is None:
                 ref_attack = torch_ifgsm(model, x0, attack_target)
@@ -340,6 +371,11 @@ def verify_dir(
                 log(f"skip {fname:15s} {label:15s} {exc}")
                 continue
             for i, case in enumerate(names):
+                if is_hop:  # the gradient on the hop: the last hop_samples of the window
+                    hop = manifest["graphs"]["hop"]["hop_samples"]
+                    rows = hop_checks(out, i, ref_logits[i], ref_grad[i, -hop:], hop)
+                    checks += [Check(fname, label, case, *row) for row in rows]
+                    continue
                 diff = float(np.abs(out["logits"][i] - ref_logits[i]).max())
                 checks.append(
                     Check(

@@ -1,7 +1,8 @@
 """Inference backends: onnxruntime or TFLite (ai_edge_litert, else tflite_runtime).
 
 `load_graph(spec, "grad"|"forward", backend, threads)` returns an object with
-`run(waveform[B,N], target[B,C] | None) -> (logits[B,C], grad[B,N] | None)`.
+`run(waveform[B,N], target[B,C] | None) -> (logits[B,C], grad[B,N] | None)`; "hop" (the
+stream's graph) a HopGraph with `run(past, tail, target) -> (logits, grad)`.
 ONNX runs the batch in one call; TFLite files have batch 1, so the batch is looped.
 """
 
@@ -209,14 +210,107 @@ def check_widths(spec: ModelSpec, path, widths: dict) -> None:
             )
 
 
+class HopGraph:
+    """A model's stream hop graph (ModelSpec.hop_layout): run(past [B, P, mels], tail [B, L],
+    target [B, C]) -> (logits [B, C], grad [B, L]); tensors found by their contract names."""
+
+    INPUTS, OUTPUTS = ("past", "tail", "target"), ("logits", "grad")
+
+    def __init__(self, path, backend: str, threads: int):
+        self.backend = backend
+        if backend == "onnx":
+            self.session = OnnxGraph(path, threads).session
+            names = [i.name for i in self.session.get_inputs()]
+            if sorted(names) != sorted(self.INPUTS):
+                raise BackendError(f"{path}: hop graph inputs {names}, need {self.INPUTS}")
+            self.shapes = {i.name: list(i.shape)[1:] for i in self.session.get_inputs()}
+            return
+        module = _import_tflite()
+        if module is None:
+            raise ImportError(f"backend tflite is not installed: {_INSTALL_HINT['tflite']}")
+        kwargs = {"model_path": str(path), "num_threads": threads}
+        resolver = os.environ.get("PLAINSIGHT_TFLITE_RESOLVER", _TFLITE_RESOLVER)
+        if hasattr(module, "OpResolverType") and resolver:
+            kwargs["experimental_op_resolver_type"] = getattr(module.OpResolverType, resolver)
+        self.interpreter = module.Interpreter(**kwargs)
+        self.interpreter.allocate_tensors()
+        self._in = self._named(self.interpreter.get_input_details(), self.INPUTS, path)
+        self._out = self._named(self.interpreter.get_output_details(), self.OUTPUTS, path)
+        details = {d["index"]: d for d in self.interpreter.get_input_details()}
+        self.shapes = {role: list(details[i]["shape"])[1:] for role, i in self._in.items()}
+
+    @staticmethod
+    def _named(details, roles, path) -> dict[str, int]:
+        found = {}
+        for role in roles:
+            hits = [d["index"] for d in details if role in d["name"].lower()]
+            if len(hits) == 1:
+                found[role] = hits[0]
+        if len(found) != len(roles) or len(details) != len(roles):
+            names = [d["name"] for d in details]
+            raise BackendError(f"{path}: cannot map TFLite tensors {names} to {roles}")
+        return found
+
+    def run(self, past: np.ndarray, tail: np.ndarray, target: np.ndarray):
+        feeds = {
+            "past": np.ascontiguousarray(past, np.float32),
+            "tail": np.ascontiguousarray(tail, np.float32),
+            "target": np.ascontiguousarray(target, np.float32),
+        }
+        if self.backend == "onnx":
+            logits, grad = self.session.run(list(self.OUTPUTS), feeds)
+            return logits, grad
+        logits, grads = [], []
+        for i in range(len(tail)):
+            for role, index in self._in.items():
+                self.interpreter.set_tensor(index, feeds[role][i : i + 1])
+            self.interpreter.invoke()
+            logits.append(self.interpreter.get_tensor(self._out["logits"]).copy())
+            grads.append(self.interpreter.get_tensor(self._out["grad"]).copy())
+        return np.concatenate(logits), np.concatenate(grads)
+
+
+def _check_hop_shapes(spec: ModelSpec, path, shapes: dict) -> None:
+    layout = spec.hop_layout()
+    expected = {
+        "past": [layout["past_frames"], spec.features.n_mels],
+        "tail": [layout["tail_samples"]],
+        "target": [len(spec.classes)],
+    }
+    for role, want in expected.items():
+        have = shapes.get(role)
+        if have is not None and all(isinstance(d, (int, np.integer)) for d in have):
+            if [int(d) for d in have] != want:
+                what = "classes count" if role == "target" else "hop graph layout"
+                raise ManifestError(
+                    f"{spec.directory / 'manifest.json'}: {what} {want} does not match "
+                    f"{path.name} ({role} has {[int(d) for d in have]}); refusing a manifest "
+                    "that does not fit its graph"
+                )
+
+
+def load_hop_graph(spec: ModelSpec, backend: str = "auto", threads: int = 1) -> HopGraph | None:
+    """The model's verified hop graph for `backend`, or None if it ships none."""
+    backend = resolve_backend(backend)
+    if spec.hop_layout() is None or spec.graph_file("hop", backend) is None:
+        return None
+    return load_graph(spec, "hop", backend, threads)
+
+
 def load_graph(spec: ModelSpec, graph: str, backend: str = "auto", threads: int = 1):
     """Load one verified graph of a model, checked against the manifest's classes and
     window. Raises BackendError on any load failure, ManifestError on a mismatch."""
     backend = resolve_backend(backend)
     path = spec.verified_path(graph, backend)
+    if graph == "hop" and spec.hop_layout() is None:
+        raise ManifestError(f"{spec.directory / 'manifest.json'}: hop graph without a layout")
     try:
+        if graph == "hop":
+            hop = HopGraph(path, backend, threads)
+            _check_hop_shapes(spec, path, hop.shapes)
+            return hop
         loaded = OnnxGraph(path, threads) if backend == "onnx" else TfliteGraph(path, threads)
-    except ImportError:
+    except (ImportError, BackendError):
         raise
     except Exception as exc:  # backend-specific load errors: report in one line
         raise BackendError(f"cannot load {path}: {type(exc).__name__}: {exc}") from exc

@@ -18,7 +18,7 @@ DEFAULT_CORPUS = "emodb"  # EmoDB: 7 acted classes incl. neutral; see README not
 DEFAULT_ARCH = "compact"
 BUNDLED_DIR = Path(__file__).resolve().parent / "models"
 _REQUIRED = ("format", "name", "corpus", "classes", "features", "sample_rate", "window_samples")
-_GRAPHS = ("grad", "forward")
+_GRAPHS = ("grad", "forward", "hop")  # hop: the stream's graph, optional
 _BACKENDS = ("onnx", "tflite")
 MAX_WINDOW_S = 60  # a model window longer than this is a broken manifest, not a model
 
@@ -55,6 +55,20 @@ class ModelSpec:
             raise ManifestError(f"model {self.name} ships no {graph} graph for backend {backend}")
         verify_file(self, path.name)
         return path
+
+    def hop_layout(self) -> dict | None:
+        """The hop graph's layout (hop_samples, past_frames, tail_start, tail_samples), or None
+        if the model ships no hop graph."""
+        meta = (self.manifest.get("graphs") or {}).get("hop")
+        if not self.has_graph("hop") or not isinstance(meta, dict):
+            return None
+        keys = ("hop_samples", "past_frames", "tail_start", "tail_samples")
+        layout = {k: meta.get(k) for k in keys}
+        if not all(type(v) is int and v > 0 for v in layout.values()) or (
+            layout["tail_start"] + layout["tail_samples"] != self.window_samples
+        ):
+            raise ManifestError(f"{self.directory}/manifest.json: bad hop graph layout {layout}")
+        return layout
 
     def sha256s(self) -> dict[str, str]:
         return {fname: meta["sha256"] for fname, meta in self.files.items()}

@@ -25,6 +25,7 @@ import numpy as np
 
 from plainsight.resample import resample
 
+DEFAULT_HOP_MS = 250.0  # the latency; the bundled models ship a hop graph for it
 FAIL_AFTER_ENV = "PLAINSIGHT_TEST_FAIL_AFTER"  # test hook: model run fails after N frames
 SCALE = 32768.0
 
@@ -62,7 +63,7 @@ class StreamProcessor:
     to a whole number of model-rate samples and only the new hop is resampled.
     """
 
-    def __init__(self, masker, rate: int = 16000, hop_ms: float = 250.0):
+    def __init__(self, masker, rate: int = 16000, hop_ms: float = DEFAULT_HOP_MS):
         self.masker = masker
         self.rate = int(rate)
         model_rate, window = masker.sample_rate, masker.window
@@ -173,7 +174,7 @@ class StreamProcessor:
         bound = m.budget(self.raw16[None], valid[None])[0]
         bound[: m.window - n16] = 0.0  # the past is already out
         context = self.raw16 + self.delta16  # what listeners got, plus the new raw hop
-        return m.perturb(context[None], bound[None], self.raw16[None], steps=m.stream_steps)[0]
+        return m.perturb_hop(context, bound, self.raw16, n16)
 
 
 class StatusFile:
@@ -266,7 +267,7 @@ def _write_all(fd: int, data: bytes) -> None:
 def serve(
     make_masker,
     rate: int = 16000,
-    hop_ms: float = 250.0,
+    hop_ms: float = DEFAULT_HOP_MS,
     on_error: str = "exit",
     status_path: str | None = None,
     model_name: str = "default",
