@@ -6,8 +6,8 @@
 1. MACs: every Conv / ConvTranspose / MatMul / Gemm of each bundled model's ONNX graphs,
    with shapes taken from one real run at batch 1 (intermediates exposed as outputs).
    One stream hop = 1 forward call (the untargeted objective's own prediction) + `steps`
-   calls of the hop graph (only the spectrogram frames the hop touches) where the model
-   ships one for the hop size, else of the grad graph on the window ending with the hop.
+   calls of the stream's step graph: hop_crop (plus one hop_fixed call per hop) or hop where
+   the model ships them for the hop size, else the grad graph on the window ending with it.
 2. x86: `plainsight bench` (1 thread, onnx) for the stream real-time factor, plus the time
    of the graph calls alone, so the non-graph (numpy) share is known.
 3. Cortex-A72 (Raspberry Pi 4, 1.5 GHz) estimate, basis printed with the numbers:
@@ -94,7 +94,7 @@ def count_macs(path: Path, window: int, classes: int) -> dict:
 
 def time_graphs(spec, threads: int = 1, repeats: int = 20) -> dict:
     """Fastest ms of one batch-1 forward, grad (and hop) call (onnx), on this machine."""
-    from plainsight.backends import load_graph, load_hop_graph
+    from plainsight.backends import load_graph, load_stream_graph
     from plainsight.masker import past_log_mel
 
     c = len(spec.classes)
@@ -104,11 +104,20 @@ def time_graphs(spec, threads: int = 1, repeats: int = 20) -> dict:
     target = np.eye(c, dtype=np.float32)[:1]
     out = {}
     layout = spec.hop_layout()
-    for graph in ("forward", "grad", "hop") if layout else ("forward", "grad"):
-        if graph == "hop":
-            g = load_hop_graph(spec, "onnx", threads)
+    streams = [g for g in ("hop", "hop_fixed", "hop_crop") if spec.stream_layout(g)]
+    for graph in ["forward", "grad"] + streams:
+        if graph in streams:
+            g = load_stream_graph(spec, graph, "onnx", threads)
             past = past_log_mel(wave[0], spec.features, layout["past_frames"])[None]
-            args = (past, wave[:, layout["tail_start"] :], target)
+            tail = wave[:, layout["tail_start"] :]
+            if graph == "hop_fixed":
+                args = (past,)
+            elif graph == "hop_crop":
+                crop = spec.stream_layout("hop_crop")
+                fixed = load_stream_graph(spec, "hop_fixed", "onnx", threads).run(past)[0]
+                args = (past[:, crop["crop_start"] :], tail, fixed, target)
+            else:
+                args = (past, tail, target)
         else:
             g = load_graph(spec, graph, "onnx", threads)
             args = (wave,) if graph == "forward" else (wave, target)
@@ -147,7 +156,7 @@ def time_stream_hop(
         return wrapper
 
     for member in masker.members:
-        for graph in (member.grad, member.forward, member.hop):
+        for graph in (member.grad, member.forward, member.hop, member.hop_fixed, member.hop_crop):
             if graph is not None:
                 graph.run = timed(graph.run)
     stream = StreamProcessor(masker, masker.sample_rate, hop_ms)
@@ -195,10 +204,19 @@ def estimate(seconds: float, privacy: str = "mask") -> dict:
         grad = count_macs(spec.graph_file("grad", "onnx"), spec.window_samples, c)
         layout = spec.hop_layout()
         fits = layout is not None and layout["hop_samples"] == round(hop_s * spec.sample_rate)
-        step = count_macs(spec.graph_file("hop", "onnx"), 0, c) if fits else grad
+        step_graph = "grad"
+        if fits:
+            step_graph = "hop_crop" if spec.stream_layout("hop_crop") else "hop"
+        step = grad
+        if step_graph != "grad":
+            step = count_macs(spec.graph_file(step_graph, "onnx"), 0, c)
+        per_hop = {"total": 0}  # hop_crop's once-per-hop part: hop_fixed
+        if step_graph == "hop_crop":
+            per_hop = count_macs(spec.graph_file("hop_fixed", "onnx"), 0, c)
         ms = time_graphs(spec)
-        hop_macs = fwd["total"] + steps * step["total"]
-        graph_ms = ms["forward"] + steps * ms["hop" if fits else "grad"]
+        hop_macs = fwd["total"] + per_hop["total"] + steps * step["total"]
+        graph_ms = ms["forward"] + ms.get("hop_fixed", 0) * bool(per_hop["total"])
+        graph_ms += steps * ms[step_graph]
         x86_eff = hop_macs / (graph_ms / 1000) / 1e9  # GMAC/s reached on x86
         efficiency = x86_eff / x86_peak
         a72_eff = a72_peak * efficiency
@@ -209,8 +227,9 @@ def estimate(seconds: float, privacy: str = "mask") -> dict:
                 "sample_rate": spec.sample_rate,
                 "forward_macs": fwd,
                 "grad_macs": grad,
-                "step_graph": "hop" if fits else "grad",
+                "step_graph": step_graph,
                 "step_macs": step,
+                "per_hop_macs": per_hop,
                 "hop_graph_samples": layout and layout["hop_samples"],
                 "macs_per_hop": hop_macs,
                 "x86_ms": {k: round(v, 2) for k, v in ms.items()},
@@ -241,6 +260,7 @@ def estimate(seconds: float, privacy: str = "mask") -> dict:
                 fits = default["hop_graph_samples"] == round(hop_ms * default["sample_rate"] / 1000)
                 step = default["step_macs" if fits else "grad_macs"]["total"]
                 macs = default["forward_macs"]["total"] + preset["stream_steps"] * step
+                macs += default["per_hop_macs"]["total"] if fits else 0
                 shares = [
                     round((macs / eff * 1000 + numpy_ms * SCALAR_SLOWDOWN) / hop_ms, 3)
                     for eff in (a72_eff, A72_CONSERVATIVE_GMACS * 1e9)
@@ -250,7 +270,7 @@ def estimate(seconds: float, privacy: str = "mask") -> dict:
                         "strength": strength,
                         "steps": preset["stream_steps"],
                         "hop_ms": hop_ms,
-                        "step_graph": "hop" if fits else "grad",
+                        "step_graph": default["step_graph"] if fits else "grad",
                         "macs_per_hop": macs,
                         "a72_core_share": shares[0],
                         "a72_core_share_conservative": shares[1],
@@ -304,7 +324,7 @@ def report(r: dict) -> str:
         step = m["step_macs"]["total"] / 1e6
         ms = m["x86_ms"]
         lines.append(
-            f"{m['model']:20s} {fwd:9.1f} M {grad:9.1f} M {m['step_graph']:>5s} {step:9.1f} M "
+            f"{m['model']:20s} {fwd:9.1f} M {grad:9.1f} M {m['step_graph']:>8s} {step:9.1f} M "
             f"{m['macs_per_hop'] / 1e6:9.1f} M   "
             f"{ms['forward']:5.2f}/{ms['grad']:5.2f}/{ms.get(m['step_graph'], 0):5.2f}"
             f"     {m['x86_effective_gmacs']:6.2f} ({100 * m['x86_fraction_of_peak']:4.1f}%)"

@@ -270,7 +270,7 @@ def test_grid_flags_reach_the_masker():
     parser = argparse.ArgumentParser()
     cli.add_engine_arguments(parser, masking=True)
     default = cli.masker_from_args(parser.parse_args([]))
-    assert (default.overlap, default.grid_shift_ms, default.stream_steps) == (False, 20.0, 10)
+    assert (default.overlap, default.grid_shift_ms, default.stream_steps) == (False, 20.0, 20)
     old = cli.masker_from_args(
         parser.parse_args(
             ["--mask-overlap", "--mask-grid-shift-ms", "0", "--mask-steps", "10"]

@@ -27,11 +27,14 @@ from plainsight_export.gradgraph import (  # noqa: E402
     FRONTEND_MODES,
     ForwardGraph,
     GradientGraph,
+    HopCropGradientGraph,
+    HopFixedGraph,
     HopGradientGraph,
     autograd_reference,
     hop_layout,
+    time_cone,
 )
-from plainsight_export.models import GlobalMeanPool, Model  # noqa: E402
+from plainsight_export.models import GlobalMeanPool, Model, compact_body  # noqa: E402
 from torch import nn  # noqa: E402
 
 CFG = FeatureConfig().with_stats(np.linspace(-3, -1, 40), np.linspace(2, 4, 40))
@@ -140,6 +143,49 @@ def test_hop_graph_matches_autograd_on_the_hop(body, frontend_mode, hop):
     assert grad.shape == (2, layout["tail_samples"])
     assert torch.allclose(logits, ref_logits, atol=1e-4)
     assert cosine(grad[:, -hop:], ref_grad[:, -hop:]) > 0.9999
+
+
+@pytest.mark.parametrize("hop", [800, 1600, 2880])
+@pytest.mark.parametrize("body", ["standalone-bn-timepool", "strided-compact"])
+def test_crop_graphs_give_the_hop_graphs_gradient(body, hop):
+    """hop_fixed + hop_crop (the body run only where the hop can reach) = the hop graph."""
+    if body == "strided-compact":  # the bundled architecture, small: time stride 8
+        torch.manual_seed(0)
+        strides = ((2, 2), (2, 1), (1, 1), (2, 1))
+        net = compact_body(3, CFG, channels=(4, 6, 6, 8), strides=strides, hidden=8)
+        model = randomise_norms(Model(LogMel(CFG), net))
+    else:
+        model = small_model(body)
+    window = 6400
+    full = HopGradientGraph(model, window, hop)
+    fixed_graph = HopFixedGraph(model, window, hop)
+    crop_graph = HopCropGradientGraph(model, window, hop)
+    cone, layout = crop_graph.cone, crop_graph.layout
+    assert 0 <= cone["crop_start"] < layout["past_frames"]
+    waveform = torch.from_numpy(np.stack([verify.speech_like(window, seed=s) for s in (0, 1)]))
+    target = torch.softmax(torch.randn(2, 3, generator=torch.Generator().manual_seed(3)), -1)
+    past = torch.from_numpy(
+        np.stack([past_log_mel(w, CFG, layout["past_frames"]) for w in waveform.numpy()])
+    )
+    tail = waveform[:, layout["tail_start"] :]
+    with torch.no_grad():
+        ref_logits, ref_grad = full(past, tail, target)
+        fixed = fixed_graph(past)
+        logits, grad = crop_graph(past[:, cone["crop_start"] :], tail, fixed, target)
+    assert ref_grad[:, -hop:].abs().max() > 1e-3  # a live gradient, not a dead ReLU
+    assert torch.allclose(logits, ref_logits, atol=1e-5)
+    assert cosine(grad[:, -hop:], ref_grad[:, -hop:]) > 0.99999
+    with torch.no_grad():  # a wrong fixed part must show: the graph really uses it
+        wrong = crop_graph(past[:, cone["crop_start"] :], tail, 0 * fixed, target)[0]
+    assert not torch.allclose(wrong, ref_logits, atol=1e-3)
+
+
+def test_time_cone_only_for_convolutions_then_a_mean_over_time():
+    for body in ("conv-bn-relu-meanpool", "grouped-rect-kernel-flatten-dense"):
+        graph = GradientGraph(small_model(body))
+        assert time_cone(graph.steps, 20, 14, 40) is None
+        with pytest.raises(TypeError, match="no time cone"):
+            HopCropGradientGraph(small_model(body), 3200, 800)
 
 
 def test_hop_layout_refuses_a_hop_that_does_not_fit():

@@ -177,6 +177,11 @@ def test_a_hop_graph_layout_that_does_not_fit_the_window_is_refused(model_dir, t
     (copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ManifestError, match="bad hop graph layout"):
         Masker(model=copy, backend="onnx")
+    manifest["graphs"]["hop"]["tail_start"] -= 160
+    manifest["graphs"]["hop_crop"]["crop_start"] = manifest["graphs"]["hop_crop"]["past_frames"]
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ManifestError, match="bad hop_crop graph layout"):
+        Masker(model=copy, backend="onnx")
 
 
 def test_strength_presets_and_argument_checks(model_dir):

@@ -53,8 +53,11 @@ class Target:
 # Option (not the default): compact + an MFCC-statistics surrogate on the same log-mel.
 ENSEMBLE_HEADS = ("compact", "surrogate-mfcc-shared")
 KINDS = ("compact", "ensemble", "seed-cnn", "attackers")
-# Bundled (masking) models also ship the stream's hop graph (plainsight.masker.perturb_hop).
+# Bundled (masking) models also ship the stream's hop graphs (plainsight.masker.perturb_hop);
+# single models also the pair that skips the body's unchanged part (an ensemble's MFCC head
+# reads every frame, so it keeps the plain hop graph).
 BUNDLED_GRAPHS = ("grad", "forward", "hop")
+SINGLE_MODEL_GRAPHS = BUNDLED_GRAPHS + ("hop_fixed", "hop_crop")
 
 
 def committed_checkpoints() -> set[Path] | None:
@@ -77,7 +80,9 @@ def plan(corpora=CORPORA, kinds=KINDS, only: set[Path] | None = None) -> list[Ta
         if "compact" in kinds and (folder / "compact.pt").is_file():
             name = f"{corpus}-compact"
             targets.append(
-                Target(folder / "compact.pt", RUNTIME_MODELS / name, name, BUNDLED_GRAPHS, True)
+                Target(
+                    folder / "compact.pt", RUNTIME_MODELS / name, name, SINGLE_MODEL_GRAPHS, True
+                )
             )
         heads = tuple(folder / f"{stem}.pt" for stem in ENSEMBLE_HEADS)
         if "ensemble" in kinds and all(h.is_file() for h in heads):

@@ -28,6 +28,8 @@ from plainsight_export.gradgraph import (
     EnsembleGradientGraph,
     ForwardGraph,
     GradientGraph,
+    HopCropGradientGraph,
+    HopFixedGraph,
     HopGradientGraph,
     hop_layout,
 )
@@ -41,7 +43,10 @@ GRAPH_IO = {
     "grad": (("waveform", "target"), ("logits", "grad")),
     "forward": (("waveform",), ("logits",)),
     "hop": (("past", "tail", "target"), ("logits", "grad")),
+    "hop_fixed": (("past",), ("fixed",)),
+    "hop_crop": (("past_crop", "tail", "fixed", "target"), ("logits", "grad")),
 }
+HOP_GRAPHS = ("hop", "hop_fixed", "hop_crop")  # the stream's graphs, one layout
 BACKENDS = ("onnx", "tflite")
 SUFFIX = {"onnx": ".onnx", "tflite": ".tflite"}
 
@@ -70,10 +75,14 @@ def stream_hop_samples(ckpt: dict) -> int:
 
 
 def build_graph(model: nn.Module, graph: str, window: int = 0, hop_samples: int = 0):
-    """The exportable module for `graph` ("grad", "forward", or "hop": the stream's graph
-    for a hop of `hop_samples` at the end of a `window`)."""
+    """The exportable module for `graph`: "grad", "forward", or one of the stream's graphs
+    for a hop of `hop_samples` at the end of a `window` ("hop"; "hop_fixed" + "hop_crop",
+    which also skip the body's unchanged part, for single models)."""
     if graph == "hop":
         return HopGradientGraph(model, window, hop_samples)
+    if graph in ("hop_fixed", "hop_crop"):
+        cls = HopFixedGraph if graph == "hop_fixed" else HopCropGradientGraph
+        return cls(model, window, hop_samples)
     if graph == "grad":
         if isinstance(model, HeadEnsemble):
             return EnsembleGradientGraph(model)
@@ -89,13 +98,17 @@ def build_graph(model: nn.Module, graph: str, window: int = 0, hop_samples: int 
 def example_inputs(graph: str, batch: int, n_samples: int, n_classes: int, layout=None) -> dict:
     gen = torch.Generator().manual_seed(0)
     inputs = {"waveform": 0.1 * torch.randn(batch, n_samples, generator=gen)}
-    if graph in ("grad", "hop"):
+    if graph in ("grad", "hop", "hop_crop"):
         inputs["target"] = torch.full((batch, n_classes), 1.0 / n_classes)
-    if graph == "hop":
+    if graph in HOP_GRAPHS:
         mels = layout["n_mels"]
         inputs["past"] = torch.randn(batch, layout["past_frames"], mels, generator=gen) - 3.0
         inputs["tail"] = inputs.pop("waveform")[:, : layout["tail_samples"]]
-    return inputs
+    if graph == "hop_crop":
+        inputs["past_crop"] = inputs["past"][:, layout["crop_start"] :]
+        cone = (batch, layout["channels"], layout["bands"])
+        inputs["fixed"] = torch.rand(*cone, generator=gen) * layout["first_changed"]
+    return {name: inputs[name] for name in GRAPH_IO[graph][0]}
 
 
 class _NamedOutputs(nn.Module):
@@ -104,13 +117,12 @@ class _NamedOutputs(nn.Module):
     def __init__(self, inner: nn.Module, graph: str):
         super().__init__()
         self.inner = inner
-        self.output_names = GRAPH_IO[graph][1]
+        self.input_names, self.output_names = GRAPH_IO[graph]
 
-    def forward(self, waveform=None, target=None, past=None, tail=None):
-        if past is not None:
-            out = self.inner(past, tail, target)
-        else:
-            out = self.inner(waveform) if target is None else self.inner(waveform, target)
+    def forward(self, waveform=None, target=None, past=None, tail=None, past_crop=None, fixed=None):
+        given = {"waveform": waveform, "target": target, "past": past, "tail": tail}
+        given.update(past_crop=past_crop, fixed=fixed)
+        out = self.inner(*(given[name] for name in self.input_names))
         out = out if isinstance(out, tuple) else (out,)
         return dict(zip(self.output_names, out, strict=True))
 
@@ -202,13 +214,19 @@ def graph_shapes(graph: str, window: int, n_classes: int, layout=None) -> dict:
     shape = {"waveform": ["B", window], "target": ["B", n_classes]}
     shape.update(logits=["B", n_classes], grad=["B", window])
     extra = {}
-    if graph == "hop":  # the layout is the runtime's contract for this graph
+    if graph in HOP_GRAPHS:  # the layout is the runtime's contract for these graphs
         shape.update(
             past=["B", layout["past_frames"], layout["n_mels"]],
             tail=["B", layout["tail_samples"]],
             grad=["B", layout["tail_samples"]],
         )
-        extra = {k: v for k, v in layout.items() if k != "n_mels"}
+        if "crop_start" in layout:
+            frames = layout["past_frames"] - layout["crop_start"]
+            shape.update(
+                past_crop=["B", frames, layout["n_mels"]],
+                fixed=["B", layout["channels"], layout["bands"]],
+            )
+        extra = {k: v for k, v in layout.items() if k not in ("n_mels", "mean_step")}
     in_names, out_names = GRAPH_IO[graph]
     return {
         "inputs": {n: shape[n] for n in in_names},
@@ -234,18 +252,20 @@ def export_model_dir(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     n_classes, window = len(ckpt["classes"]), int(ckpt["window_samples"])
-    if {"grad", "hop"} & set(graphs) and not isinstance(model, (Model, HeadEnsemble)):
+    if {"grad", *HOP_GRAPHS} & set(graphs) and not isinstance(model, (Model, HeadEnsemble)):
         raise TypeError(f"{name}: arch {ckpt['arch']} has no gradient graph (forward only)")
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         files, graph_meta = {}, {}
         for graph in graphs:
             layout = None
-            if graph == "hop":
+            if graph in HOP_GRAPHS:
                 features = FeatureConfig.from_dict(ckpt["features"])
                 layout = hop_layout(features, window, stream_hop_samples(ckpt))
                 layout["n_mels"] = features.n_mels
             module = build_graph(model, graph, window, layout and layout["hop_samples"]).eval()
+            if graph in ("hop_fixed", "hop_crop"):
+                layout |= module.cone
             inputs = example_inputs(graph, 2, window, n_classes, layout)
             graph_meta[graph] = graph_shapes(graph, window, n_classes, layout)
             for backend in backends:

@@ -70,6 +70,7 @@ def compile_body(body: nn.Sequential) -> list[tuple[str, dict]]:
             spec = {"weight": weight.float(), "bias": bias.float()}
             if is_conv:
                 spec.update(stride=layer.stride, padding=layer.padding, groups=layer.groups)
+                spec.update(kernel=layer.kernel_size, out_channels=layer.out_channels)
             steps.append(("conv" if is_conv else "linear", spec))
         elif isinstance(layer, (nn.BatchNorm2d, nn.BatchNorm1d)):
             scale, shift = _bn_scale_shift(layer)
@@ -300,9 +301,12 @@ class _Graph(nn.Module):
         g = F.pad(g, (kw - 1 - pw, kw - 1 - pw + extra_w, kh - 1 - ph, kh - 1 - ph + extra_h))
         return F.conv2d(g, self._p(idx, "flipped"), None, 1, 0, 1, spec["groups"])
 
-    def _body(self, x: torch.Tensor, keep: bool):
+    def _body(self, x: torch.Tensor, keep: bool, start: int = 0, stop: int | None = None):
+        """Steps start..stop-1 of the folded body; `saved` holds what their backward needs."""
         saved = []
-        for idx, (kind, spec) in enumerate(self.steps):
+        for idx, (kind, spec) in enumerate(self.steps[:stop]):
+            if idx < start:
+                continue
             saved.append(x if keep else None)
             if kind == "conv":
                 x = self._conv(idx, spec, x)
@@ -321,10 +325,11 @@ class _Graph(nn.Module):
                 x = x.mean(dim=spec["dims"])
         return x, saved
 
-    def _body_backward(self, g: torch.Tensor, saved: list) -> torch.Tensor:
-        for idx in range(len(self.steps) - 1, -1, -1):
+    def _body_backward(self, g: torch.Tensor, saved: list, start: int = 0, stop=None):
+        stop = len(self.steps) if stop is None else stop
+        for idx in range(stop - 1, start - 1, -1):
             kind, spec = self.steps[idx]
-            x = saved[idx]
+            x = saved[idx - start]
             if kind == "conv":
                 g = self._conv_input_grad(idx, spec, g, _dims(x))
             elif kind == "linear":
@@ -458,6 +463,115 @@ class HopGradientGraph(_Graph):
             d_log = d_log + head.input_grad(log_mel, head_target)
         d_new = d_log[:, self.layout["past_frames"] :]
         return logits, self._log_mel_backward(d_new, cache, _dims(tail)[-1], lead=0)
+
+
+def time_cone(steps: list, n_frames: int, first_new: int, n_mels: int) -> dict | None:
+    """Which of a body's outputs a stream hop can change, for bodies of convolutions,
+    affines and ReLUs, then a mean over time (dim 2) and anything after it (None otherwise).
+
+    A hop changes the log-mel frames from `first_new` on; through the convolutions that
+    reaches the pooled layer's time positions from `first_changed` on. Those positions are
+    computed exactly from the frames from `crop_start` on (a multiple of the total time
+    stride, so every layer's grid lines up, and left of every such position's receptive
+    field); the positions before `first_changed` are fixed for the hop. Returns
+    {"mean_step", "pooled_frames", "first_changed", "crop_start", "channels", "bands"}."""
+    kinds = [kind for kind, _ in steps]
+    if "mean" not in kinds:
+        return None
+    mean_step = kinds.index("mean")
+    if tuple(steps[mean_step][1]["dims"]) != (2,):
+        return None
+    if not set(kinds[:mean_step]) <= {"conv", "affine", "relu"}:
+        return None
+    convs = [spec for kind, spec in steps[:mean_step] if kind == "conv"]
+    if not convs or any(spec["groups"] != 1 for spec in convs):
+        return None
+    sizes, bands = [n_frames], n_mels
+    for spec in convs:
+        (st, sf), (pt, pf) = spec["stride"], spec["padding"]
+        kt, kf = spec["kernel"]
+        sizes.append((sizes[-1] + 2 * pt - kt) // st + 1)
+        bands = (bands + 2 * pf - kf) // sf + 1
+
+    def frames_read(position: int) -> tuple[int, int]:  # input frame range of a pooled position
+        lo = hi = position
+        for spec in reversed(convs):
+            st, pt, kt = spec["stride"][0], spec["padding"][0], spec["kernel"][0]
+            lo, hi = lo * st - pt, hi * st - pt + kt - 1
+        return lo, hi
+
+    changed = [j for j in range(sizes[-1]) if frames_read(j)[1] >= first_new]
+    if not changed:
+        return None
+    stride = math.prod(spec["stride"][0] for spec in convs)
+    crop_start = max(0, frames_read(changed[0])[0]) // stride * stride
+    return {
+        "mean_step": mean_step,
+        "pooled_frames": sizes[-1],
+        "first_changed": changed[0],
+        "crop_start": crop_start,
+        "channels": int(convs[-1]["out_channels"]),
+        "bands": int(bands),
+    }
+
+
+class HopFixedGraph(_Graph):
+    """Once per stream hop: past [B, P, mels] (as HopGradientGraph's) -> fixed [B, C, F], the
+    sum over the pooled layer's time positions that the hop cannot change (time_cone), from
+    the past frames alone (the hop's frames are zeros here: those positions never read them).
+    """
+
+    def __init__(self, model: Model, window: int, hop_samples: int):
+        super().__init__(model, "transpose", "symmetric")
+        self.layout = hop_layout(self.cfg, window, hop_samples)
+        self.cone = _cone_of(self, window)
+        self.new_frames = self.cfg.n_frames(window) - self.layout["past_frames"]
+
+    def forward(self, past: torch.Tensor) -> torch.Tensor:
+        floor = math.log(self.log_floor)  # the log-mel of silence: any value would do
+        log_mel = F.pad(past, (0, 0, 0, self.new_frames), value=floor)
+        x, _ = self._body(self._standardise(log_mel), keep=False, stop=self.cone["mean_step"])
+        return x[:, :, : self.cone["first_changed"]].sum(dim=2)
+
+
+class HopCropGradientGraph(_Graph):
+    """The stream's per-step graph with the body's cone too: (past_crop [B, P - c, mels] =
+    the past log-mel from frame c = crop_start on, tail [B, L], fixed [B, C, F] from
+    HopFixedGraph, target) -> (logits, d CE / d tail), equal to HopGradientGraph's. Only the
+    frames from crop_start on go through the convolutions; the pooled mean adds `fixed`."""
+
+    def __init__(self, model: Model, window: int, hop_samples: int):
+        super().__init__(model, "transpose", "symmetric")
+        self.layout = hop_layout(self.cfg, window, hop_samples)
+        self.cone = _cone_of(self, window)
+        self.new_frames = self.cfg.n_frames(window) - self.layout["past_frames"]
+
+    def forward(self, past_crop, tail, fixed, target):
+        cone, mean = self.cone, self.cone["mean_step"]
+        skip = cone["first_changed"] - cone["crop_start"] // self._stride()
+        re, im = self._padded_spectrum(F.pad(tail, (0, self.pad)), self.new_frames)
+        new_log, cache = self._log_mel_of(re, im)
+        feats = self._standardise(torch.cat([past_crop, new_log], dim=1))
+        x, saved_convs = self._body(feats, keep=True, stop=mean)
+        pooled = (fixed + x[:, :, skip:].sum(dim=2)) / cone["pooled_frames"]
+        logits, saved_head = self._body(pooled, keep=True, start=mean + 1)
+        g = self._body_backward(_ce_grad(logits, target), saved_head, start=mean + 1)
+        g = g.unsqueeze(2) / cone["pooled_frames"]  # the mean's backward, changed positions only
+        g = F.pad(g.expand(-1, -1, _dims(x)[2] - skip, -1), (0, 0, skip, 0))
+        d_feats = self._body_backward(g, saved_convs, stop=mean)[:, 0] * self.inv_std
+        d_new = d_feats[:, -self.new_frames :]
+        return logits, self._log_mel_backward(d_new, cache, _dims(tail)[-1], lead=0)
+
+    def _stride(self) -> int:
+        return math.prod(spec["stride"][0] for kind, spec in self.steps if kind == "conv")
+
+
+def _cone_of(graph: _Graph, window: int) -> dict:
+    n_frames = graph.cfg.n_frames(window)
+    cone = time_cone(graph.steps, n_frames, graph.layout["past_frames"], graph.cfg.n_mels)
+    if cone is None:
+        raise TypeError("the body has no time cone (convolutions, then a mean over time)")
+    return cone
 
 
 def _ce_grad(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

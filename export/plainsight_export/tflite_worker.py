@@ -19,7 +19,9 @@ import time
 import numpy as np
 
 MODULES = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter")
-INPUT_ROLES = ("waveform", "target", "past", "tail")  # past/tail: the stream's hop graph
+# past, tail, past_crop, fixed: the stream's hop graphs
+INPUT_ROLES = ("waveform", "target", "past", "tail", "past_crop", "fixed")
+OUTPUT_ROLES = ("logits", "grad", "fixed")
 
 
 class TfliteRunner:
@@ -35,15 +37,17 @@ class TfliteRunner:
         self.interpreter = mod.Interpreter(**kwargs)
         self.interpreter.allocate_tensors()
         self.inputs = self._by_name(self.interpreter.get_input_details(), INPUT_ROLES)
-        self.outputs = self._by_name(self.interpreter.get_output_details(), ("logits", "grad"))
+        self.outputs = self._by_name(self.interpreter.get_output_details(), OUTPUT_ROLES)
 
     @staticmethod
     def _by_name(details, roles) -> dict[str, int]:
+        """Each tensor's role: the longest role its name holds ("serving_default_past_crop"
+        is past_crop, not past; outputs read like "serving_default_logits_output")."""
         found = {}
-        for role in roles:
-            named = [d["index"] for d in details if role in d["name"].lower()]
-            if len(named) == 1:
-                found[role] = named[0]
+        for d in details:
+            held = [role for role in roles if role in d["name"].lower()]
+            if held:
+                found.setdefault(max(held, key=len), d["index"])
         if len(found) != len(details):
             names = [d["name"] for d in details]
             raise ValueError(f"cannot map TFLite tensors {names} to {roles}")

@@ -32,6 +32,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 LOGITS_MAX_ABS = 1e-4
 GRAD_COSINE = 0.9999
 GRAD_SIGN = 0.999
+FIXED_MAX_REL = 1e-4  # hop_fixed (the body's unchanged pooled sum) against torch
 GRAD_FLOOR = 1e-12
 IFGSM_STEPS = 10
 IFGSM_EPS = 0.002
@@ -247,16 +248,28 @@ def ifgsm_checks(model, out: dict, ref_final: np.ndarray, target: np.ndarray) ->
     ]
 
 
-def hop_inputs(manifest: dict, waveforms: np.ndarray, targets: np.ndarray) -> dict:
-    """The hop graph's inputs for whole windows, computed as the runtime computes them."""
+def hop_inputs(
+    manifest: dict, waveforms: np.ndarray, targets: np.ndarray, graph: str = "hop", model=None
+) -> dict:
+    """A stream graph's inputs for whole windows, computed as the runtime computes them;
+    hop_crop's `fixed` comes from torch (HopFixedGraph of `model`), so that its check does
+    not lean on the exported hop_fixed."""
     from plainsight.features import FeatureConfig
     from plainsight.masker import past_log_mel
 
-    layout = manifest["graphs"]["hop"]
+    from plainsight_export.gradgraph import HopFixedGraph
+
+    layout = manifest["graphs"][graph]
     cfg = FeatureConfig.from_dict(manifest["features"])
     past = np.stack([past_log_mel(w, cfg, layout["past_frames"]) for w in waveforms])
     tail = np.ascontiguousarray(waveforms[:, layout["tail_start"] :])
-    return {"past": past, "tail": tail, "target": targets}
+    feeds = {"past": past, "tail": tail, "target": targets}
+    if graph == "hop_crop":
+        fixed_graph = HopFixedGraph(model, int(manifest["window_samples"]), layout["hop_samples"])
+        with torch.no_grad():
+            feeds["fixed"] = fixed_graph(torch.from_numpy(past)).numpy()
+        feeds["past_crop"] = np.ascontiguousarray(past[:, layout["crop_start"] :])
+    return feeds
 
 
 def hop_checks(out: dict, i: int, ref_logits, ref_hop_grad, hop: int) -> list:
@@ -350,10 +363,19 @@ def verify_dir(
     for fname, meta in sorted(manifest["files"].items()):
         if meta["backend"] not in backends:
             continue
-        is_grad, is_hop = meta["graph"] == "grad", meta["graph"] == "hop"
+        is_grad, is_hop = meta["graph"] == "grad", meta["graph"] in ("hop", "hop_crop")
         data = dict(payload) if is_grad else {"waveform": waveforms}
-        if is_hop:
-            data = hop_inputs(manifest, waveforms, targets)
+        if meta["graph"].startswith("hop"):
+            data = hop_inputs(manifest, waveforms, targets, meta["graph"], model)
+        if meta["graph"] == "hop_fixed":
+            from plainsight_export.gradgraph import HopFixedGraph
+
+            layout = manifest["graphs"]["hop_fixed"]
+            window = int(manifest["window_samples"])
+            with torch.no_grad():
+                ref_fixed = HopFixedGraph(model, window, layout["hop_samples"])(
+                    torch.from_numpy(data["past"])
+                ).numpy()
         if is_grad:
             if ref_attack is None:
                 ref_attack = torch_ifgsm(model, x0, attack_target)
@@ -371,6 +393,12 @@ def verify_dir(
                 log(f"skip {fname:15s} {label:15s} {exc}")
                 continue
             for i, case in enumerate(names):
+                if meta["graph"] == "hop_fixed":  # an intermediate: against torch's
+                    scale = max(float(np.abs(ref_fixed[i]).max()), 1e-12)
+                    rel = float(np.abs(out["fixed"][i] - ref_fixed[i]).max()) / scale
+                    row = ("fixed max|rel diff|", rel, FIXED_MAX_REL, rel <= FIXED_MAX_REL)
+                    checks.append(Check(fname, label, case, *row))
+                    continue
                 if is_hop:  # the gradient on the hop: the last hop_samples of the window
                     hop = manifest["graphs"]["hop"]["hop_samples"]
                     rows = hop_checks(out, i, ref_logits[i], ref_grad[i, -hop:], hop)

@@ -2,7 +2,7 @@
 
 `load_graph(spec, "grad"|"forward", backend, threads)` returns an object with
 `run(waveform[B,N], target[B,C] | None) -> (logits[B,C], grad[B,N] | None)`; "hop" (the
-stream's graph) a HopGraph with `run(past, tail, target) -> (logits, grad)`.
+stream's graphs, STREAM_GRAPHS) a StreamGraph, e.g. `run(past, tail, target) -> (logits, grad)`.
 ONNX runs the batch in one call; TFLite files have batch 1, so the batch is looped.
 """
 
@@ -210,20 +210,29 @@ def check_widths(spec: ModelSpec, path, widths: dict) -> None:
             )
 
 
-class HopGraph:
-    """A model's stream hop graph (ModelSpec.hop_layout): run(past [B, P, mels], tail [B, L],
-    target [B, C]) -> (logits [B, C], grad [B, L]); tensors found by their contract names."""
+# The stream's graphs (docs/ARCHITECTURE.md): inputs and outputs, in call order.
+STREAM_GRAPHS = {
+    "hop": (("past", "tail", "target"), ("logits", "grad")),
+    "hop_fixed": (("past",), ("fixed",)),
+    "hop_crop": (("past_crop", "tail", "fixed", "target"), ("logits", "grad")),
+}
 
-    INPUTS, OUTPUTS = ("past", "tail", "target"), ("logits", "grad")
 
-    def __init__(self, path, backend: str, threads: int):
+class StreamGraph:
+    """One of a model's stream graphs (STREAM_GRAPHS): run(*inputs in order) -> tuple of the
+    outputs in order; tensors found by their contract names. ONNX runs the batch at once,
+    TFLite (batch 1) loops over it."""
+
+    def __init__(self, path, graph: str, backend: str, threads: int):
         self.backend = backend
+        self.inputs, self.outputs = STREAM_GRAPHS[graph]
         if backend == "onnx":
             self.session = OnnxGraph(path, threads).session
-            names = [i.name for i in self.session.get_inputs()]
-            if sorted(names) != sorted(self.INPUTS):
-                raise BackendError(f"{path}: hop graph inputs {names}, need {self.INPUTS}")
-            self.shapes = {i.name: list(i.shape)[1:] for i in self.session.get_inputs()}
+            tensors = self.session.get_inputs()
+            names = [i.name for i in tensors]
+            if sorted(names) != sorted(self.inputs):
+                raise BackendError(f"{path}: {graph} graph inputs {names}, need {self.inputs}")
+            self.shapes = {i.name: list(i.shape)[1:] for i in tensors}
             return
         module = _import_tflite()
         if module is None:
@@ -234,10 +243,11 @@ class HopGraph:
             kwargs["experimental_op_resolver_type"] = getattr(module.OpResolverType, resolver)
         self.interpreter = module.Interpreter(**kwargs)
         self.interpreter.allocate_tensors()
-        self._in = self._named(self.interpreter.get_input_details(), self.INPUTS, path)
-        self._out = self._named(self.interpreter.get_output_details(), self.OUTPUTS, path)
-        details = {d["index"]: d for d in self.interpreter.get_input_details()}
-        self.shapes = {role: list(details[i]["shape"])[1:] for role, i in self._in.items()}
+        details = self.interpreter.get_input_details()
+        self._in = self._named(details, self.inputs, path)
+        self._out = self._named(self.interpreter.get_output_details(), self.outputs, path)
+        by_index = {d["index"]: d for d in details}
+        self.shapes = {role: list(by_index[i]["shape"])[1:] for role, i in self._in.items()}
 
     @staticmethod
     def _named(details, roles, path) -> dict[str, int]:
@@ -251,37 +261,39 @@ class HopGraph:
             raise BackendError(f"{path}: cannot map TFLite tensors {names} to {roles}")
         return found
 
-    def run(self, past: np.ndarray, tail: np.ndarray, target: np.ndarray):
+    def run(self, *arrays: np.ndarray) -> tuple:
         feeds = {
-            "past": np.ascontiguousarray(past, np.float32),
-            "tail": np.ascontiguousarray(tail, np.float32),
-            "target": np.ascontiguousarray(target, np.float32),
+            name: np.ascontiguousarray(a, np.float32)
+            for name, a in zip(self.inputs, arrays, strict=True)
         }
         if self.backend == "onnx":
-            logits, grad = self.session.run(list(self.OUTPUTS), feeds)
-            return logits, grad
-        logits, grads = [], []
-        for i in range(len(tail)):
+            return tuple(self.session.run(list(self.outputs), feeds))
+        results: dict[str, list] = {name: [] for name in self.outputs}
+        for i in range(len(arrays[0])):
             for role, index in self._in.items():
                 self.interpreter.set_tensor(index, feeds[role][i : i + 1])
             self.interpreter.invoke()
-            logits.append(self.interpreter.get_tensor(self._out["logits"]).copy())
-            grads.append(self.interpreter.get_tensor(self._out["grad"]).copy())
-        return np.concatenate(logits), np.concatenate(grads)
+            for name in self.outputs:
+                results[name].append(self.interpreter.get_tensor(self._out[name]).copy())
+        return tuple(np.concatenate(results[name]) for name in self.outputs)
 
 
-def _check_hop_shapes(spec: ModelSpec, path, shapes: dict) -> None:
-    layout = spec.hop_layout()
+def _check_stream_shapes(spec: ModelSpec, graph: str, path, shapes: dict) -> None:
+    layout = spec.stream_layout(graph)
     expected = {
         "past": [layout["past_frames"], spec.features.n_mels],
         "tail": [layout["tail_samples"]],
         "target": [len(spec.classes)],
     }
+    if "crop_start" in layout:
+        frames = layout["past_frames"] - layout["crop_start"]
+        expected["past_crop"] = [frames, spec.features.n_mels]
+        expected["fixed"] = [layout["channels"], layout["bands"]]
     for role, want in expected.items():
         have = shapes.get(role)
         if have is not None and all(isinstance(d, (int, np.integer)) for d in have):
             if [int(d) for d in have] != want:
-                what = "classes count" if role == "target" else "hop graph layout"
+                what = "classes count" if role == "target" else f"{graph} graph layout"
                 raise ManifestError(
                     f"{spec.directory / 'manifest.json'}: {what} {want} does not match "
                     f"{path.name} ({role} has {[int(d) for d in have]}); refusing a manifest "
@@ -289,12 +301,12 @@ def _check_hop_shapes(spec: ModelSpec, path, shapes: dict) -> None:
                 )
 
 
-def load_hop_graph(spec: ModelSpec, backend: str = "auto", threads: int = 1) -> HopGraph | None:
-    """The model's verified hop graph for `backend`, or None if it ships none."""
+def load_stream_graph(spec: ModelSpec, graph: str, backend: str = "auto", threads: int = 1):
+    """The model's verified stream graph `graph` for `backend`, or None if it ships none."""
     backend = resolve_backend(backend)
-    if spec.hop_layout() is None or spec.graph_file("hop", backend) is None:
+    if spec.stream_layout(graph) is None or spec.graph_file(graph, backend) is None:
         return None
-    return load_graph(spec, "hop", backend, threads)
+    return load_graph(spec, graph, backend, threads)
 
 
 def load_graph(spec: ModelSpec, graph: str, backend: str = "auto", threads: int = 1):
@@ -302,13 +314,13 @@ def load_graph(spec: ModelSpec, graph: str, backend: str = "auto", threads: int 
     window. Raises BackendError on any load failure, ManifestError on a mismatch."""
     backend = resolve_backend(backend)
     path = spec.verified_path(graph, backend)
-    if graph == "hop" and spec.hop_layout() is None:
-        raise ManifestError(f"{spec.directory / 'manifest.json'}: hop graph without a layout")
+    if graph in STREAM_GRAPHS and spec.stream_layout(graph) is None:
+        raise ManifestError(f"{spec.directory / 'manifest.json'}: {graph} graph without a layout")
     try:
-        if graph == "hop":
-            hop = HopGraph(path, backend, threads)
-            _check_hop_shapes(spec, path, hop.shapes)
-            return hop
+        if graph in STREAM_GRAPHS:
+            loaded = StreamGraph(path, graph, backend, threads)
+            _check_stream_shapes(spec, graph, path, loaded.shapes)
+            return loaded
         loaded = OnnxGraph(path, threads) if backend == "onnx" else TfliteGraph(path, threads)
     except (ImportError, BackendError):
         raise

@@ -18,7 +18,7 @@ DEFAULT_CORPUS = "emodb"  # EmoDB: 7 acted classes incl. neutral; see README not
 DEFAULT_ARCH = "compact"
 BUNDLED_DIR = Path(__file__).resolve().parent / "models"
 _REQUIRED = ("format", "name", "corpus", "classes", "features", "sample_rate", "window_samples")
-_GRAPHS = ("grad", "forward", "hop")  # hop: the stream's graph, optional
+_GRAPHS = ("grad", "forward", "hop", "hop_fixed", "hop_crop")  # hop*: the stream's, optional
 _BACKENDS = ("onnx", "tflite")
 MAX_WINDOW_S = 60  # a model window longer than this is a broken manifest, not a model
 
@@ -59,15 +59,27 @@ class ModelSpec:
     def hop_layout(self) -> dict | None:
         """The hop graph's layout (hop_samples, past_frames, tail_start, tail_samples), or None
         if the model ships no hop graph."""
-        meta = (self.manifest.get("graphs") or {}).get("hop")
-        if not self.has_graph("hop") or not isinstance(meta, dict):
+        return self.stream_layout("hop")
+
+    def stream_layout(self, graph: str) -> dict | None:
+        """The layout of a stream graph ("hop", "hop_fixed", "hop_crop"; the last two add the
+        body's cone: crop_start, first_changed, pooled_frames, channels, bands), or None if
+        the model ships no such graph. Refuses a layout that does not fit the window."""
+        meta = (self.manifest.get("graphs") or {}).get(graph)
+        if not self.has_graph(graph) or not isinstance(meta, dict):
             return None
-        keys = ("hop_samples", "past_frames", "tail_start", "tail_samples")
+        keys = ["hop_samples", "past_frames", "tail_start", "tail_samples"]
+        if graph != "hop":
+            keys += ["crop_start", "first_changed", "pooled_frames", "channels", "bands"]
         layout = {k: meta.get(k) for k in keys}
-        if not all(type(v) is int and v > 0 for v in layout.values()) or (
-            layout["tail_start"] + layout["tail_samples"] != self.window_samples
-        ):
-            raise ManifestError(f"{self.directory}/manifest.json: bad hop graph layout {layout}")
+        positive = all(type(v) is int and v > 0 for k, v in layout.items() if k != "crop_start")
+        fits = positive and layout["tail_start"] + layout["tail_samples"] == self.window_samples
+        if graph != "hop":
+            crop = layout["crop_start"]
+            fits = fits and type(crop) is int and 0 <= crop < layout["past_frames"]
+        if not fits:
+            where = self.directory / "manifest.json"
+            raise ManifestError(f"{where}: bad {graph} graph layout {layout}")
         return layout
 
     def sha256s(self) -> dict[str, str]:
