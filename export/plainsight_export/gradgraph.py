@@ -515,17 +515,26 @@ def time_cone(steps: list, n_frames: int, first_new: int, n_mels: int) -> dict |
     }
 
 
-class HopFixedGraph(_Graph):
-    """Once per stream hop: past [B, P, mels] (as HopGradientGraph's) -> fixed [B, C, F], the
-    sum over the pooled layer's time positions that the hop cannot change (time_cone), from
-    the past frames alone (the hop's frames are zeros here: those positions never read them).
-    """
+class _ConeGraph(_Graph):
+    """What hop_fixed and hop_crop share: the hop's layout and the body's time cone."""
 
     def __init__(self, model: Model, window: int, hop_samples: int):
         super().__init__(model, "transpose", "symmetric")
         self.layout = hop_layout(self.cfg, window, hop_samples)
-        self.cone = _cone_of(self, window)
         self.new_frames = self.cfg.n_frames(window) - self.layout["past_frames"]
+        cone = time_cone(
+            self.steps, self.cfg.n_frames(window), self.layout["past_frames"], self.cfg.n_mels
+        )
+        if cone is None:
+            raise TypeError("the body has no time cone (convolutions, then a mean over time)")
+        self.cone = cone
+
+
+class HopFixedGraph(_ConeGraph):
+    """Once per stream hop: past [B, P, mels] (as HopGradientGraph's) -> fixed [B, C, F], the
+    sum over the pooled layer's time positions that the hop cannot change (time_cone), from
+    the past frames alone (the hop's frames are zeros here: those positions never read them).
+    """
 
     def forward(self, past: torch.Tensor) -> torch.Tensor:
         floor = math.log(self.log_floor)  # the log-mel of silence: any value would do
@@ -534,17 +543,11 @@ class HopFixedGraph(_Graph):
         return x[:, :, : self.cone["first_changed"]].sum(dim=2)
 
 
-class HopCropGradientGraph(_Graph):
+class HopCropGradientGraph(_ConeGraph):
     """The stream's per-step graph with the body's cone too: (past_crop [B, P - c, mels] =
     the past log-mel from frame c = crop_start on, tail [B, L], fixed [B, C, F] from
     HopFixedGraph, target) -> (logits, d CE / d tail), equal to HopGradientGraph's. Only the
     frames from crop_start on go through the convolutions; the pooled mean adds `fixed`."""
-
-    def __init__(self, model: Model, window: int, hop_samples: int):
-        super().__init__(model, "transpose", "symmetric")
-        self.layout = hop_layout(self.cfg, window, hop_samples)
-        self.cone = _cone_of(self, window)
-        self.new_frames = self.cfg.n_frames(window) - self.layout["past_frames"]
 
     def forward(self, past_crop, tail, fixed, target):
         cone, mean = self.cone, self.cone["mean_step"]
@@ -564,14 +567,6 @@ class HopCropGradientGraph(_Graph):
 
     def _stride(self) -> int:
         return math.prod(spec["stride"][0] for kind, spec in self.steps if kind == "conv")
-
-
-def _cone_of(graph: _Graph, window: int) -> dict:
-    n_frames = graph.cfg.n_frames(window)
-    cone = time_cone(graph.steps, n_frames, graph.layout["past_frames"], graph.cfg.n_mels)
-    if cone is None:
-        raise TypeError("the body has no time cone (convolutions, then a mean over time)")
-    return cone
 
 
 def _ce_grad(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

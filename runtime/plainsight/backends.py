@@ -127,19 +127,26 @@ class OnnxGraph:
         return values["logits"], values.get("grad")
 
 
+def _tflite_interpreter(path, threads: int, resolver: str | None = None):
+    """A TFLite interpreter with tensors allocated, with the op resolver of
+    PLAINSIGHT_TFLITE_RESOLVER (default: XNNPACK on)."""
+    module = _import_tflite()
+    if module is None:
+        raise ImportError(f"backend tflite is not installed: {_INSTALL_HINT['tflite']}")
+    kwargs = {"model_path": str(path), "num_threads": threads}
+    resolver = resolver or os.environ.get("PLAINSIGHT_TFLITE_RESOLVER", _TFLITE_RESOLVER)
+    if hasattr(module, "OpResolverType") and resolver:
+        kwargs["experimental_op_resolver_type"] = getattr(module.OpResolverType, resolver)
+    interpreter = module.Interpreter(**kwargs)
+    interpreter.allocate_tensors()
+    return interpreter
+
+
 class TfliteGraph:
     batch_dynamic = False
 
     def __init__(self, path, threads: int, resolver: str | None = None):
-        module = _import_tflite()
-        if module is None:
-            raise ImportError(f"backend tflite is not installed: {_INSTALL_HINT['tflite']}")
-        kwargs = {"model_path": str(path), "num_threads": threads}
-        resolver = resolver or os.environ.get("PLAINSIGHT_TFLITE_RESOLVER", _TFLITE_RESOLVER)
-        if hasattr(module, "OpResolverType") and resolver:
-            kwargs["experimental_op_resolver_type"] = getattr(module.OpResolverType, resolver)
-        self.interpreter = module.Interpreter(**kwargs)
-        self.interpreter.allocate_tensors()
+        self.interpreter = _tflite_interpreter(path, threads, resolver)
         inputs = self.interpreter.get_input_details()
         outputs = self.interpreter.get_output_details()
         self._in = self._by_role(inputs, "waveform", "target")
@@ -234,15 +241,7 @@ class StreamGraph:
                 raise BackendError(f"{path}: {graph} graph inputs {names}, need {self.inputs}")
             self.shapes = {i.name: list(i.shape)[1:] for i in tensors}
             return
-        module = _import_tflite()
-        if module is None:
-            raise ImportError(f"backend tflite is not installed: {_INSTALL_HINT['tflite']}")
-        kwargs = {"model_path": str(path), "num_threads": threads}
-        resolver = os.environ.get("PLAINSIGHT_TFLITE_RESOLVER", _TFLITE_RESOLVER)
-        if hasattr(module, "OpResolverType") and resolver:
-            kwargs["experimental_op_resolver_type"] = getattr(module.OpResolverType, resolver)
-        self.interpreter = module.Interpreter(**kwargs)
-        self.interpreter.allocate_tensors()
+        self.interpreter = _tflite_interpreter(path, threads)
         details = self.interpreter.get_input_details()
         self._in = self._named(details, self.inputs, path)
         self._out = self._named(self.interpreter.get_output_details(), self.outputs, path)
