@@ -373,6 +373,8 @@ def uar(scorer, audios, labels) -> float:
 # ----------------------------------------------------------------------------- methods
 ALL_DIVERSITY = ("shift", "gain", "resample", "lowpass", "noise", "quantise")
 ENSEMBLE = ["compact", "surrogate-crnn", "surrogate-mfcc", "surrogate-cnn2"]
+# Same family, other seeds (in image work, an ensemble of seeds transfers to another seed).
+SEEDS = ["compact", "surrogate-compact-s11", "surrogate-compact-s12", "surrogate-compact-s13"]
 ROBUST = ["surrogate-compact-robust"]
 ROBUST_ENSEMBLE = [
     "surrogate-compact-robust",
@@ -404,6 +406,9 @@ METHODS = _methods(
     ("ens-20", ENSEMBLE, {"steps": 20}),
     ("ens-di-20", ENSEMBLE, {"diversity": ALL_DIVERSITY, "steps": 20}),
     ("compact+mfcc", ["compact", "surrogate-mfcc"], {}),
+    ("default-20", ["compact"], {"steps": 20}),
+    ("seeds-20", SEEDS, {"steps": 20}),
+    ("seeds-di-20", SEEDS, {"diversity": ALL_DIVERSITY, "steps": 20}),
     ("mfcc-only", ["surrogate-mfcc"], {}),
     ("crnn-only", ["surrogate-crnn"], {}),
     # Where the energy goes (issue 9 §2): the perturbation's spectrum follows the speech's.

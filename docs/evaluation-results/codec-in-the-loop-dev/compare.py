@@ -20,7 +20,9 @@ def columns(folder: Path) -> list[tuple[str, dict]]:
                 if isinstance(score, dict) and "uar" in score:
                     control = (noise.get(model) or {}).get("uar") or 0.0
                     cells[model] = f"{100 * score['uar']:.1f}[{100 * control:.0f}]"
-        out.append((f"{folder.name[:10]}:{point.get('codec', 'none')}", cells))
+        codec = point.get("codec") or "none"
+        codec = codec.get("codec", "none") if isinstance(codec, dict) else codec
+        out.append((f"{folder.name[:10]}:{codec}", cells))
     return out
 
 
