@@ -63,19 +63,17 @@ adaptive() {
 
 adaptive_neutralize() {
     # Issue 12: the same attacker retrained on audio processed by the neutralize tier
-    # (`plainsight evaluate --privacy neutralize --neutralize-strength S` at the default 0.75;
-    # EmoDB also at 0.5 and 1.0 for the strength curve).
+    # (`plainsight evaluate --privacy neutralize`, default strength 0.5; EmoDB also at 1.0 for
+    # the strength curve). The committed adaptive-neutralize050 (0.5) and the 0.75 member this
+    # name held until 2026-12-06 were trained on older neutralize/masker code (their reports).
     for c in emodb ravdess; do
         "${T[@]}" --role adaptive --corpus $c --arch compact --seed 2 --epochs 30 --augment panel \
             --name adaptive-neutralize-compact-s2 --masked-cache /tmp/plainsight-masked-neutralize \
-            --masked-privacy neutralize --masked-strength 0.75
+            --masked-privacy neutralize --masked-strength 0.5
     done
-    for s in 050:0.5 100:1.0; do
-        "${T[@]}" --role adaptive --corpus emodb --arch compact --seed 2 --epochs 30 --augment panel \
-            --name "adaptive-neutralize${s%%:*}-compact-s2" \
-            --masked-cache /tmp/plainsight-masked-neutralize \
-            --masked-privacy neutralize --masked-strength "${s#*:}"
-    done
+    "${T[@]}" --role adaptive --corpus emodb --arch compact --seed 2 --epochs 30 --augment panel \
+        --name adaptive-neutralize100-compact-s2 --masked-cache /tmp/plainsight-masked-neutralize \
+        --masked-privacy neutralize --masked-strength 1.0
 }
 
 for step in "${@:-dev final}"; do
