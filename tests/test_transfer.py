@@ -156,6 +156,18 @@ def test_spectral_shaper_follows_the_speech_spectrum():
         assert (share > 0.5) == concentrated, share
 
 
+def test_masking_shaper_is_the_runtimes_threshold():
+    clean = torch.from_numpy(_speechy(32000))
+    shaper = T.SpectralShaper(clean, 1.0, masking=True)
+    power = shaper._stft(clean).abs().pow(2)
+    from plainsight.shaping import masking_threshold
+
+    expected = torch.from_numpy(masking_threshold(power.T.numpy())).T
+    torch.testing.assert_close(T.masking_threshold(power), expected, rtol=1e-4, atol=1e-6)
+    white = torch.from_numpy(np.random.default_rng(2).standard_normal(32000).astype(np.float32))
+    assert torch.isfinite(shaper(white)).all() and shaper(white).abs().max() > 0
+
+
 def test_shaped_craft_keeps_length_and_moves_toward_the_target():
     audio = _speechy(40000)
     method = T.Method("shaped", ["toy"], steps=5, shape=1.0)

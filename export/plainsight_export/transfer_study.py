@@ -29,6 +29,7 @@ from plainsight.evaluate import metrics
 from plainsight.evaluate import pipeline as P
 from plainsight.manifest import load_model_dir
 from plainsight.masker import Masker, window_starts
+from plainsight.shaping import spreading
 
 from plainsight_export import models as M
 from plainsight_export.train import forward
@@ -113,6 +114,7 @@ class Method:
     momentum: float = 0.0  # MI-FGSM decay; 0 = plain I-FGSM
     variance: int = 0  # VMI-FGSM neighbours per step; 0 = off
     shape: float = 0.0  # perturbation spectrum ~ |speech STFT| ** shape (0 = white, as today)
+    masking: bool = False  # shape by the speech's spread masking threshold, not |STFT| itself
     universal: bool = False  # one 2 s perturbation for every clip, trained offline
     note: str = ""
     extra: dict = field(default_factory=dict)
@@ -156,17 +158,28 @@ SHAPE_FFT, SHAPE_HOP = 512, 128
 SHAPE_FLOOR_DB = -50.0  # weights below this (relative to the loudest bin) are lifted to it
 
 
+def masking_threshold(power: torch.Tensor) -> torch.Tensor:
+    """Simultaneous-masking threshold [F, T] of a power spectrogram [F, T], up to a constant:
+    every bin's power spread over the others on the Bark scale (the runtime's
+    plainsight.shaping.spreading). Where speech is loud, the threshold also covers the quiet
+    bins around it (between harmonics, above formants): there a perturbation stays inaudible
+    at a far higher level than the same local SNR in every bin would allow."""
+    return torch.from_numpy(np.array(spreading(SHAPE_FFT, RATE))) @ power
+
+
 class SpectralShaper:
     """delta = ISTFT(STFT(v) * W), W = |STFT(clean)| ** shape normalised to unit mean square
     over the clip's bins: a fixed linear map, so the perturbation's energy follows the
     speech spectrogram (the same local SNR in every time-frequency bin, where the speech
     masks it) instead of a flat spectrum. shape 0 is the identity."""
 
-    def __init__(self, clean: torch.Tensor, shape: float):
+    def __init__(self, clean: torch.Tensor, shape: float, masking: bool = False):
         self.shape = float(shape)
         self.n = len(clean)
         if self.shape:
             mag = self._stft(clean).abs()
+            if masking:
+                mag = masking_threshold(mag.pow(2)).sqrt()
             mag = mag.clamp_min(float(mag.max()) * 10 ** (SHAPE_FLOOR_DB / 20))
             weight = mag**self.shape
             self.weight = weight / weight.pow(2).mean().sqrt()
@@ -217,7 +230,7 @@ def optimise(signal_np, bound_np, starts, surrogates, method: Method, rng) -> np
     """I-FGSM family on u (delta = bound * u, |u| <= 1), loss summed over the windows at
     `starts`, as Masker._optimise does."""
     signal, bound = torch.from_numpy(signal_np), torch.from_numpy(bound_np)
-    shaper = SpectralShaper(signal, method.shape)
+    shaper = SpectralShaper(signal, method.shape, method.masking)
     u = torch.zeros_like(signal)
     if "feature" in method.loss:  # a feature distance has zero gradient at the clean point
         u = torch.from_numpy(rng.uniform(-0.1, 0.1, len(u)).astype(np.float32))
@@ -421,6 +434,9 @@ METHODS = _methods(
     ("shaped-0.5", ["compact"], {"shape": 0.5}),
     ("shaped-1", ["compact"], {"shape": 1.0}),
     ("compact+mfcc-shaped-1", ["compact", "surrogate-mfcc"], {"shape": 1.0}),
+    # A psychoacoustic bound: the spread masking threshold instead of the spectrum itself.
+    ("masking-1", ["compact"], {"shape": 1.0, "masking": True}),
+    ("masking-0.5", ["compact"], {"shape": 0.5, "masking": True}),
 )
 
 
@@ -499,6 +515,7 @@ def run(args) -> dict:
             "momentum": method.momentum,
             "variance": method.variance,
             "shape": method.shape,
+            "masking": method.masking,
             "universal": method.universal,
             "note": method.note,
             "median_snr_db": metrics.distribution(snr)["median"],

@@ -290,6 +290,11 @@ class BlockMasker:
         return np.concatenate(pieces)
 
     # ----- the perturbation of one segment at the model rate --------------------------------
+    def _limit(self, bound: np.ndarray, delta: np.ndarray) -> np.ndarray:
+        """What resampling to the input rate may not exceed: the bound, or under shaping
+        (whose delta is not bounded per sample) the delta's own magnitude where larger."""
+        return np.maximum(bound, np.abs(delta)) if self.masker.shaping else bound
+
     def _perturb(self, mix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         from plainsight.masker import window_starts
 
@@ -304,7 +309,8 @@ class BlockMasker:
             bound = m.budget(signal[None], valid, lsb=self.lsb)[0]
             starts = np.zeros(1, int)
             delta = m._optimise(signal, bound, starts, signal[None], m.steps, m.grid_shift)
-            return delta[offset : offset + n], bound[offset : offset + n]
+            delta, bound = delta[offset : offset + n], bound[offset : offset + n]
+            return delta, self._limit(bound, delta)
         count = -(-n // width)
         windows = np.zeros(count * width, np.float32)
         windows[:n] = mix
@@ -316,7 +322,8 @@ class BlockMasker:
         del windows, valid  # not needed while the optimiser runs (peak memory)
         starts = window_starts(n, width, m.hop)
         clean = mix[starts[:, None] + np.arange(width)[None, :]]
-        return m._optimise(mix, bound, starts, clean, m.steps, m.grid_shift), bound
+        delta = m._optimise(mix, bound, starts, clean, m.steps, m.grid_shift)
+        return delta, self._limit(bound, delta)
 
     # ----- emotion before/after, incrementally --------------------------------------------
     def _classify(self, history: np.ndarray, masked: np.ndarray, base: int, done: int) -> None:

@@ -228,9 +228,10 @@ MASKER_KEYS = (
     "envelope",
     "overlap",
     "grid_shift_ms",
+    "shaping",
 )
 # The code that turns those settings into audio: a change there changes the masked audio.
-MASKER_SOURCES = ("masker.py", "blockmask.py", "resample.py", "features.py")
+MASKER_SOURCES = ("masker.py", "blockmask.py", "resample.py", "features.py", "shaping.py")
 
 
 def masker_source_sha256() -> str:
