@@ -1,6 +1,7 @@
 """Device performance: multiply-adds per masking step, measured x86 speed, Pi 4 estimate.
 
     python device/perf_estimate.py [--json] [--seconds 20] [--privacy mask|neutralize]
+                                   [--mask-strength medium|perceptual|...]
                                                                (needs onnx + onnxruntime)
 
 1. MACs: every Conv / ConvTranspose / MatMul / Gemm of each bundled model's ONNX graphs,
@@ -16,7 +17,8 @@
    these graphs on x86 (measured here, against AVX2: 2 x 256-bit FMA per cycle = 16 MAC per
    cycle at the measured clock); numpy time = x86 numpy time x SCALAR_SLOWDOWN.
    `--privacy neutralize` times the stream hop with the neutralize stage in front of the
-   mask: the stage is numpy, so it lands in the numpy share.
+   mask: the stage is numpy, so it lands in the numpy share; so does the `perceptual`
+   preset's shaping filter (`--mask-strength perceptual`).
    Emulated (qemu) timings are never used: they say nothing about a device.
 """
 
@@ -181,17 +183,18 @@ def cpu_ghz() -> float:
     return 2.5
 
 
-def bench(seconds: float, privacy: str = "mask") -> dict:
+def bench(seconds: float, privacy: str = "mask", strength: str | None = None) -> dict:
     cmd = [sys.executable, "-m", "plainsight.cli", "bench", "--json", "--backend", "onnx"]
     cmd += ["--seconds", str(seconds), "--privacy", privacy]
+    cmd += ["--mask-strength", strength] if strength else []
     result = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(result.stdout)["results"][0]
 
 
-def estimate(seconds: float, privacy: str = "mask") -> dict:
+def estimate(seconds: float, privacy: str = "mask", strength: str | None = None) -> dict:
     from plainsight.manifest import bundled_models
 
-    bench_result = bench(seconds, privacy)
+    bench_result = bench(seconds, privacy, strength)
     steps = bench_result["settings"]["stream_steps"]
     hop_s = bench_result["stream_hop_ms"] / 1000
     ghz = cpu_ghz()
@@ -363,8 +366,9 @@ def main(argv=None) -> int:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--seconds", type=float, default=20.0, help="bench audio length")
     parser.add_argument("--privacy", choices=["mask", "neutralize"], default="mask")
+    parser.add_argument("--mask-strength", help="strength preset (default: the default one)")
     args = parser.parse_args(argv)
-    result = estimate(args.seconds, args.privacy)
+    result = estimate(args.seconds, args.privacy, args.mask_strength)
     print(json.dumps(result, indent=1) if args.json else report(result))
     return 0
 

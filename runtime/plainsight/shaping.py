@@ -21,6 +21,7 @@ import numpy as np
 N_FFT = 512
 HOP = 128
 OVERLAP = N_FFT // HOP
+CHUNK = 256  # frames per FFT batch (a multiple of OVERLAP)
 FLOOR_DB = -50.0  # weights below this (relative to the loudest) are lifted to it
 RATE = 16000
 
@@ -54,47 +55,59 @@ def masking_threshold(power: np.ndarray) -> np.ndarray:
 
 class Shaper:
     """The linear map v -> delta for one signal (see the module doc). `exponent` 0 is a
-    plain pass-through (apart from `mask`); 1 follows the threshold's amplitude."""
+    plain pass-through (apart from `mask`); 1 follows the threshold's amplitude. Frames
+    are processed CHUNK at a time, so the memory beyond the signal stays small."""
 
     def __init__(self, signal: np.ndarray, mask: np.ndarray, exponent: float):
         self.n = len(signal)
+        self.count = 1 + self.n // HOP  # frames; the first and last are half outside
         self.mask = (np.asarray(mask) > 0).astype(np.float32)
         window = _window()
-        frames = self._frames(np.asarray(signal, np.float32)) * window
-        power = np.abs(np.fft.rfft(frames, axis=1)) ** 2
-        threshold = masking_threshold(power.astype(np.float32))
-        threshold = np.maximum(threshold, threshold.max() * 10.0 ** (FLOOR_DB / 10.0) + 1e-30)
-        weight = threshold ** (float(exponent) / 2.0)
-        self.weight = (weight / np.sqrt(np.mean(weight**2))).astype(np.float32)
+        frames = self._frames(np.asarray(signal, np.float32))
+        weight = np.empty((self.count, N_FFT // 2 + 1), np.float32)
+        for first in range(0, self.count, CHUNK):
+            power = np.abs(np.fft.rfft(frames[first : first + CHUNK] * window, axis=1)) ** 2
+            weight[first : first + CHUNK] = masking_threshold(power.astype(np.float32))
+        np.maximum(weight, weight.max() * 10.0 ** (FLOOR_DB / 10.0) + 1e-30, out=weight)
+        weight **= float(exponent) / 2.0
+        weight /= np.sqrt(np.mean(weight.astype(np.float64) ** 2))
+        self.weight = weight
         # overlap-add normalisation: the sum of analysis x synthesis windows at each sample
-        ones = np.ones((len(frames), N_FFT), np.float32) * window**2
-        self.norm = np.maximum(self._overlap_add(ones), 1e-6)
+        self.norm = np.maximum(self._overlap_add(lambda first, last: window**2), 1e-6)
 
     def _frames(self, x: np.ndarray) -> np.ndarray:
         padded = np.pad(x, (N_FFT // 2, N_FFT // 2 + HOP))
-        count = 1 + self.n // HOP
-        view = np.lib.stride_tricks.sliding_window_view(padded, N_FFT)[::HOP]
-        return view[:count]
+        return np.lib.stride_tricks.sliding_window_view(padded, N_FFT)[::HOP][: self.count]
 
-    def _overlap_add(self, frames: np.ndarray) -> np.ndarray:
-        # every OVERLAP-th frame tiles the signal without overlap: add each such set at once
-        out = np.zeros(len(frames) * HOP + 2 * N_FFT, np.float32)
-        for k in range(OVERLAP):
-            group = frames[k::OVERLAP].reshape(-1)
-            out[k * HOP : k * HOP + len(group)] += group
+    def _overlap_add(self, chunk) -> np.ndarray:
+        """Sum of the frames chunk(first, last) [last - first, N_FFT] (or one frame for
+        all) placed at their hops, cropped to the signal."""
+        out = np.zeros(self.count * HOP + 2 * N_FFT, np.float32)
+        for first in range(0, self.count, CHUNK):
+            last = min(first + CHUNK, self.count)
+            frames = np.broadcast_to(chunk(first, last), (last - first, N_FFT))
+            # every OVERLAP-th frame tiles the signal without overlap: add each set at once
+            for k in range(OVERLAP):
+                group = frames[k::OVERLAP].reshape(-1)
+                start = (first + k) * HOP
+                out[start : start + len(group)] += group
         return out[N_FFT // 2 : N_FFT // 2 + self.n]
 
-    def _filter(self, frames: np.ndarray) -> np.ndarray:
-        window = _window()
-        spectrum = np.fft.rfft(frames * window, axis=1) * self.weight
-        return np.fft.irfft(spectrum, N_FFT, axis=1).astype(np.float32) * window
+    def _filtered(self, x: np.ndarray) -> np.ndarray:
+        """OLA of the frames of x, each windowed, weighted per bin and windowed again."""
+        window, frames = _window(), self._frames(np.asarray(x, np.float32))
+
+        def chunk(first: int, last: int) -> np.ndarray:
+            spectrum = np.fft.rfft(frames[first:last] * window, axis=1)
+            spectrum *= self.weight[first:last]
+            return np.fft.irfft(spectrum, N_FFT, axis=1).astype(np.float32) * window
+
+        return self._overlap_add(chunk)
 
     def __call__(self, v: np.ndarray) -> np.ndarray:
         """delta = mask * OLA(filtered frames of v) / norm."""
-        shaped = self._overlap_add(self._filter(self._frames(np.asarray(v, np.float32))))
-        return (shaped / self.norm * self.mask).astype(np.float32)
+        return (self._filtered(v) / self.norm * self.mask).astype(np.float32)
 
     def adjoint(self, g: np.ndarray) -> np.ndarray:
         """The transpose of __call__: d loss / d v from d loss / d delta."""
-        scaled = np.asarray(g, np.float32) * self.mask / self.norm
-        return self._overlap_add(self._filter(self._frames(scaled))).astype(np.float32)
+        return self._filtered(np.asarray(g, np.float32) * self.mask / self.norm)
