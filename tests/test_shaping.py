@@ -111,3 +111,23 @@ def test_stream_with_shaping_keeps_its_contracts(toy):
     pieces = [p for i in range(0, len(pcm), 700) for p in processor.push(pcm[i : i + 700])]
     out = np.concatenate([*pieces, processor.flush()])
     assert len(out) == len(pcm) and (out != pcm).any()
+
+
+def test_shaped_mask_of_other_rates_keeps_its_shape(toy):
+    # at 44.1 kHz the model-rate perturbation is resampled and limited by the per-sample
+    # bound, which shaping does not respect: the limit follows the shaped delta instead
+    from plainsight.masker import Masker
+    from plainsight.resample import resample
+
+    x16 = _voiced(TOY_WINDOW * 3)
+    x = resample(x16, RATE, 44100)
+    ratios = {}
+    for shaping in (0.0, 0.5):
+        masker = Masker(model=toy, backend="onnx", steps=3, snr_db=30.0, shaping=shaping)
+        out = masker.mask(x, 44100)
+        assert out.shape == x.shape and np.isfinite(out).all()
+        delta = resample((out - x).astype(np.float32), 44100, RATE)
+        direct = masker.mask(x16, RATE) - x16
+        ratios[shaping] = float(np.sqrt(np.mean(delta**2) / np.mean(direct**2)))
+    # the shaped perturbation reaches the input rate as whole as the flat one does
+    assert abs(ratios[0.5] - ratios[0.0]) < 0.15 * ratios[0.0], ratios
