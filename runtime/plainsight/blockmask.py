@@ -290,10 +290,11 @@ class BlockMasker:
         return np.concatenate(pieces)
 
     # ----- the perturbation of one segment at the model rate --------------------------------
-    def _limit(self, bound: np.ndarray, delta: np.ndarray) -> np.ndarray:
-        """What resampling to the input rate may not exceed: the bound, or under shaping
-        (whose delta is not bounded per sample) the delta's own magnitude where larger."""
-        return np.maximum(bound, np.abs(delta)) if self.masker.shaping else bound
+    @staticmethod
+    def _limit(bound: np.ndarray, delta: np.ndarray) -> np.ndarray:
+        """What resampling to the input rate may not exceed: the bound, or the delta's own
+        magnitude where larger (only a shaped delta is: the budget bounds what it shapes)."""
+        return np.maximum(bound, np.abs(delta))
 
     def _perturb(self, mix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         from plainsight.masker import window_starts

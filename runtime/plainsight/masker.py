@@ -419,7 +419,7 @@ class Masker:
         if self.shaping:
             from plainsight.shaping import Shaper
 
-            shaper = Shaper(signal, bound, self.shaping)
+            shaper = Shaper(signal, bound, self.shaping, self.sample_rate)
         direction = 1.0 if self.objective == "untargeted" else -1.0
         if self.method == "fgsm":
             step = 1.0

@@ -48,9 +48,9 @@ def _window(n_fft: int = N_FFT) -> np.ndarray:
     return np.sqrt(hann).astype(np.float32)
 
 
-def masking_threshold(power: np.ndarray) -> np.ndarray:
-    """Masking threshold [T, F] of a power spectrogram [T, F], up to a constant factor."""
-    return power @ spreading().T
+def masking_threshold(power: np.ndarray, rate: int = RATE) -> np.ndarray:
+    """Masking threshold [T, F] of a power spectrogram [T, F] at `rate`, up to a constant."""
+    return power @ spreading(N_FFT, rate).T
 
 
 class Shaper:
@@ -58,7 +58,7 @@ class Shaper:
     plain pass-through (apart from `mask`); 1 follows the threshold's amplitude. Frames
     are processed CHUNK at a time, so the memory beyond the signal stays small."""
 
-    def __init__(self, signal: np.ndarray, mask: np.ndarray, exponent: float):
+    def __init__(self, signal: np.ndarray, mask: np.ndarray, exponent: float, rate: int = RATE):
         self.n = len(signal)
         self.count = 1 + self.n // HOP  # frames; the first and last are half outside
         self.mask = (np.asarray(mask) > 0).astype(np.float32)
@@ -67,7 +67,7 @@ class Shaper:
         weight = np.empty((self.count, N_FFT // 2 + 1), np.float32)
         for first in range(0, self.count, CHUNK):
             power = np.abs(np.fft.rfft(frames[first : first + CHUNK] * window, axis=1)) ** 2
-            weight[first : first + CHUNK] = masking_threshold(power.astype(np.float32))
+            weight[first : first + CHUNK] = masking_threshold(power.astype(np.float32), rate)
         np.maximum(weight, weight.max() * 10.0 ** (FLOOR_DB / 10.0) + 1e-30, out=weight)
         weight **= float(exponent) / 2.0
         weight /= np.sqrt(np.mean(weight.astype(np.float64) ** 2))
