@@ -184,6 +184,23 @@ def test_shaped_craft_keeps_length_and_moves_toward_the_target():
     assert target_logit(audio + delta) > target_logit(audio)
 
 
+def test_shaped_noise_control_uses_no_gradient_and_fills_the_shaped_budget():
+    audio = _speechy(40000)
+    method = T.METHODS["masking-1-noise"]
+    assert method.random and not method.surrogates  # loads no model at all
+    noise = T.craft(audio, 30.0, [], method, np.random.default_rng(0))
+    again = T.craft(audio, 30.0, [], method, np.random.default_rng(0))
+    other = T.craft(audio, 30.0, [], method, np.random.default_rng(1))
+    np.testing.assert_array_equal(noise, again)
+    assert not np.allclose(noise, other)
+    # Exactly the shaper applied to the full budget with random signs.
+    signal, bound, _, _ = T.plan(audio, 30.0)
+    shaper = T.SpectralShaper(torch.from_numpy(signal), 1.0, masking=True)
+    signs = np.random.default_rng(0).choice([-1.0, 1.0], len(signal)).astype(np.float32)
+    expected = shaper(torch.from_numpy(bound * signs)).numpy()
+    np.testing.assert_allclose(noise, expected, rtol=1e-5, atol=1e-7)
+
+
 class _SpectralToy(torch.nn.Module):
     """Log energies of 16 frequency bands of the window -> 3 logits: a model that a
     time-shifted perturbation can move (the time-segment toy cannot tell a shift apart)."""

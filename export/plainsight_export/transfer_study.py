@@ -116,6 +116,7 @@ class Method:
     shape: float = 0.0  # perturbation spectrum ~ |speech STFT| ** shape (0 = white, as today)
     masking: bool = False  # shape by the speech's spread masking threshold, not |STFT| itself
     universal: bool = False  # one 2 s perturbation for every clip, trained offline
+    random: bool = False  # random signs, no gradient: the shaped noise control of a shaping
     note: str = ""
     extra: dict = field(default_factory=dict)
 
@@ -234,6 +235,10 @@ def optimise(signal_np, bound_np, starts, surrogates, method: Method, rng) -> np
     u = torch.zeros_like(signal)
     if "feature" in method.loss:  # a feature distance has zero gradient at the clean point
         u = torch.from_numpy(rng.uniform(-0.1, 0.1, len(u)).astype(np.float32))
+    if method.random:  # the same shaping and budget with no gradient at all
+        u = torch.from_numpy(rng.choice([-1.0, 1.0], len(u)).astype(np.float32))
+        with torch.no_grad():
+            return shaper(bound * u).numpy()
     step = min(1.0, 2.0 / method.steps)
     velocity = torch.zeros_like(signal)
     variance = torch.zeros_like(signal)
@@ -437,6 +442,13 @@ METHODS = _methods(
     # A psychoacoustic bound: the spread masking threshold instead of the spectrum itself.
     ("masking-1", ["compact"], {"shape": 1.0, "masking": True}),
     ("masking-0.5", ["compact"], {"shape": 0.5, "masking": True}),
+    # More energy under the threshold (masking-1 keeps PESQ 4.0 at 22 dB): does it transfer,
+    # beside noise shaped the same way (the fair control for a shaped perturbation)?
+    ("masking-1-noise", [], {"shape": 1.0, "masking": True, "random": True}),
+    ("masking-0.5-noise", [], {"shape": 0.5, "masking": True, "random": True}),
+    ("masking-1-20", ["compact"], {"shape": 1.0, "masking": True, "steps": 20}),
+    ("masking-1-ens-20", ENSEMBLE, {"shape": 1.0, "masking": True, "steps": 20}),
+    ("masking-1-seeds-20", SEEDS, {"shape": 1.0, "masking": True, "steps": 20}),
 )
 
 
@@ -517,6 +529,7 @@ def run(args) -> dict:
             "shape": method.shape,
             "masking": method.masking,
             "universal": method.universal,
+            "random": method.random,
             "note": method.note,
             "median_snr_db": metrics.distribution(snr)["median"],
             "pesq_wb": metrics.distribution(pesq),
@@ -602,7 +615,8 @@ def main(argv=None) -> int:
         "--cache",
         type=Path,
         default=Path("eval-out/transfer-study-cache"),
-        help="masked clips per method (.npz, never commit them)",
+        help="masked clips per method (.npz, never commit them), in a subfolder per corpus,"
+        " clip count, budget, SNR and seed",
     )
     parser.add_argument(
         "--stream",
@@ -619,6 +633,10 @@ def main(argv=None) -> int:
         print("transfer-study: give --data or set PLAINSIGHT_DATA", file=sys.stderr)
         return 2
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    # Keyed by everything that changes the crafted clips, so a --rescore reads its own.
+    args.cache = args.cache / (
+        f"{args.corpus}-n{args.limit}-b{args.budget_db:g}-s{args.snr_db:g}-seed{args.seed}"
+    )
     if args.stream:
         args.methods = [f"{m}@stream" for m in args.methods]
     unknown = [m for m in args.methods if m.removesuffix("@stream") not in METHODS]
