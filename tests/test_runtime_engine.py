@@ -185,7 +185,8 @@ def test_a_hop_graph_layout_that_does_not_fit_the_window_is_refused(model_dir, t
 
 
 def test_strength_presets_and_argument_checks(model_dir):
-    assert set(STRENGTHS) == {"low", "medium", "high", "perceptual"}
+    assert set(STRENGTHS) == {"low", "medium", "high", "perceptual", "rebalance"}
+    assert Masker(model=model_dir, strength="rebalance").gain_db == 3.0
     for strength in STRENGTHS:
         assert Masker(model=model_dir, strength=strength).steps >= 1
     with pytest.raises(ValueError, match="not both"):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from plainsight.shaping import Shaper, bark, masking_threshold, spreading
-from test_runtime_toymodel import TOY_WINDOW, build_toy_model
+from test_runtime_toymodel import TOY_WINDOW
 
 RATE = 16000
 
@@ -68,11 +68,6 @@ def test_shaped_noise_sits_where_the_speech_is():
 
     assert share_on(white) < 0.6 < 0.9 < share_on(shaped)
     assert share_low(white) < 0.3 < 0.6 < share_low(shaped)
-
-
-@pytest.fixture
-def toy(tmp_path):
-    return build_toy_model(tmp_path / "toy")
 
 
 def test_masker_shaping_changes_only_what_it_should(toy):

@@ -107,6 +107,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         "(default: plainsight.neutralize.DEFAULT_STRENGTH)",
     )
     p.add_argument(
+        "--masked-gain-db",
+        type=float,
+        help="adaptive attacker: the masker's gain stage bound in dB (Masker(gain_db=...), "
+        "plainsight evaluate --mask-gain-db); default: off, as the default masker",
+    )
+    p.add_argument(
         "--masked-reference",
         choices=["clip", "speaker"],
         default="clip",
@@ -450,18 +456,21 @@ def model_size(model) -> dict:
     return {"params": M.count_params(model), "macs_per_2s": macs}
 
 
-def adaptive_masker(corpus: str, privacy: str = "mask", neutralize_strength=None, reference=None):
-    """The masker `plainsight evaluate --corpus C [--privacy P --neutralize-strength S]` uses
-    (the corpus's bundled model, default strength, ONNX, 1 thread), so the adaptive attacker
-    trains on what it is scored on."""
+def adaptive_masker(
+    corpus: str, privacy: str = "mask", neutralize_strength=None, reference=None, gain_db=None
+):
+    """The masker `plainsight evaluate --corpus C [--privacy P --neutralize-strength S]
+    [--mask-gain-db G]` uses (the corpus's bundled model, default strength, ONNX, 1 thread),
+    so the adaptive attacker trains on what it is scored on."""
     from plainsight import Masker
 
     if privacy == "mask":
-        return Masker(model=corpus, backend="onnx", threads=1)
+        return Masker(model=corpus, backend="onnx", threads=1, gain_db=gain_db)
     return Masker(
         model=corpus,
         backend="onnx",
         threads=1,
+        gain_db=gain_db,
         privacy=privacy,
         neutralize_strength=neutralize_strength,
         neutralize_reference=reference,
@@ -538,7 +547,9 @@ def run_fixed(args, clips: D.ClipSet, classes) -> dict:
     parts = D.fixed_split(clips)
     clean_test = parts["test"]
     if args.masked_cache:
-        masker = adaptive_masker(args.corpus, args.masked_privacy, args.masked_strength)
+        masker = adaptive_masker(
+            args.corpus, args.masked_privacy, args.masked_strength, gain_db=args.masked_gain_db
+        )
         maskers = {}
         if args.masked_reference == "speaker":
             if args.masked_privacy != "neutralize":
@@ -547,7 +558,11 @@ def run_fixed(args, clips: D.ClipSet, classes) -> dict:
                 )
             maskers = {
                 speaker: adaptive_masker(
-                    args.corpus, args.masked_privacy, args.masked_strength, reference
+                    args.corpus,
+                    args.masked_privacy,
+                    args.masked_strength,
+                    reference,
+                    gain_db=args.masked_gain_db,
                 )
                 for speaker, reference in speaker_references(clips).items()
             }
@@ -577,6 +592,8 @@ def run_fixed(args, clips: D.ClipSet, classes) -> dict:
             if args.masked_privacy == "mask"
             else "audio neutralised then masked as plainsight evaluate --privacy neutralize"
         )
+        if args.masked_gain_db:
+            extra["trained_on"] += f", with the gain stage (--mask-gain-db {args.masked_gain_db:g})"
         extra["masker"] = masker.settings() | {"cache_key": masker_key(masker)}
         if args.masked_privacy != "mask":
             extra["masker"]["neutralize_source_sha256"] = neutralize_source()

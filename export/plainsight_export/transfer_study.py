@@ -117,6 +117,8 @@ class Method:
     masking: bool = False  # shape by the speech's spread masking threshold, not |STFT| itself
     universal: bool = False  # one 2 s perturbation for every clip, trained offline
     random: bool = False  # random signs, no gradient: the shaped noise control of a shaping
+    gain_db: float = 0.0  # > 0: a smooth time-frequency gain field within +-gain_db instead
+    gain_grid: tuple[int, float] = (16, 0.1)  # its grid: log-spaced bands, cell seconds
     note: str = ""
     extra: dict = field(default_factory=dict)
 
@@ -197,6 +199,61 @@ class SpectralShaper:
         return torch.istft(spec, SHAPE_FFT, SHAPE_HOP, window=window, length=self.n)
 
 
+class GainField:
+    """y = ISTFT(STFT(clean) * 10 ** (G / 20)), G = A @ g @ B: a gain in dB that varies
+    smoothly over time and frequency, set on a coarse grid g [bands, cells] (log-spaced band
+    centres 100 Hz-7 kHz, cells every `cell_s`) and interpolated linearly between grid
+    points. The perturbation is the speech itself, made slightly louder or quieter in
+    broad regions: the kind of change (an equaliser, a level ride) every model on this
+    panel is sensitive to, unlike a sample-level pattern."""
+
+    def __init__(self, clean: torch.Tensor, bands: int, cell_s: float):
+        self.n = len(clean)
+        window = torch.hann_window(SHAPE_FFT)
+        self.spec = torch.stft(clean, SHAPE_FFT, SHAPE_HOP, window=window, return_complex=True)
+        freqs = np.fft.rfftfreq(SHAPE_FFT, 1.0 / RATE)
+        centres = np.log(np.geomspace(100.0, 7000.0, bands))
+        at = np.log(np.maximum(freqs, 1.0))
+        self.bands = torch.from_numpy(_hat_matrix(at, centres))  # [F, bands]
+        frame_s = np.arange(self.spec.shape[1]) * SHAPE_HOP / RATE
+        self.cells = int(np.ceil(self.n / RATE / cell_s)) + 1
+        self.times = torch.from_numpy(_hat_matrix(frame_s, np.arange(self.cells) * cell_s).T)
+
+    def __call__(self, g: torch.Tensor) -> torch.Tensor:
+        gain = torch.pow(10.0, (self.bands @ g @ self.times) / 20.0)
+        window = torch.hann_window(SHAPE_FFT)
+        return torch.istft(self.spec * gain, SHAPE_FFT, SHAPE_HOP, window=window, length=self.n)
+
+
+def _hat_matrix(at: np.ndarray, knots: np.ndarray) -> np.ndarray:
+    """[len(at), len(knots)]: linear interpolation weights of each point between the knots
+    (constant beyond the ends)."""
+    eye = np.eye(len(knots))
+    return np.stack([np.interp(at, knots, eye[k]) for k in range(len(knots))], 1).astype(np.float32)
+
+
+def optimise_gain(signal_np, starts, surrogates, method: Method, rng) -> np.ndarray:
+    """I-FGSM on the gain field's grid (|g| <= gain_db), the loss summed over the windows
+    at `starts`; returns the perturbation y - clean."""
+    signal = torch.from_numpy(signal_np)
+    field = GainField(signal, *method.gain_grid)
+    shape = (field.bands.shape[1], field.cells)
+    if method.random:
+        u = torch.from_numpy(rng.choice([-1.0, 1.0], shape).astype(np.float32))
+    else:
+        u = torch.zeros(shape)
+        step = min(1.0, 2.0 / method.steps)
+        index = torch.from_numpy(starts[:, None] + np.arange(WINDOW)[None, :])
+        for _ in range(method.steps):
+            u = u.detach().requires_grad_(True)
+            windows = field(method.gain_db * u)[index]
+            total = sum(objective(s.logits(windows), s.target, "ce") for s in surrogates)
+            (g,) = torch.autograd.grad(total, u)
+            u = (u - step * torch.sign(g)).clamp(-1.0, 1.0)
+    with torch.no_grad():
+        return (field(method.gain_db * u) - signal).numpy()
+
+
 def feature_disruption(s: Surrogate, windows, clean_windows, layer: int) -> torch.Tensor:
     """Loss to MINIMISE: minus the relative squared change of a log-mel CNN's intermediate
     feature map (its first `layer` body layers), a model-agnostic push away from the clean
@@ -265,7 +322,10 @@ def optimise(signal_np, bound_np, starts, surrogates, method: Method, rng) -> np
 def craft(audio: np.ndarray, snr_db: float, surrogates, method: Method, rng) -> np.ndarray:
     """Perturbation of one clip (same length) under the runtime's budget, as Masker.mask."""
     signal, bound, starts, offset = plan(audio, snr_db)
-    delta = optimise(signal, bound, starts, surrogates, method, rng)
+    if method.gain_db:
+        delta = optimise_gain(signal, starts, surrogates, method, rng)
+    else:
+        delta = optimise(signal, bound, starts, surrogates, method, rng)
     return delta[offset : offset + len(audio)]
 
 
@@ -449,6 +509,15 @@ METHODS = _methods(
     ("masking-1-20", ["compact"], {"shape": 1.0, "masking": True, "steps": 20}),
     ("masking-1-ens-20", ENSEMBLE, {"shape": 1.0, "masking": True, "steps": 20}),
     ("masking-1-seeds-20", SEEDS, {"shape": 1.0, "masking": True, "steps": 20}),
+    # A gain field: the speech made louder or quieter in broad time-frequency regions.
+    ("gain-16x100", ["compact"], {"gain_db": 3.0}),
+    ("gain-16x100-20", ["compact"], {"gain_db": 3.0, "steps": 20}),
+    ("gain-16x100-noise", [], {"gain_db": 3.0, "random": True}),
+    ("gain-16x100-ens-20", ENSEMBLE, {"gain_db": 3.0, "steps": 20}),
+    ("gain-8x250", ["compact"], {"gain_db": 3.0, "gain_grid": (8, 0.25)}),
+    ("gain-8x250-noise", [], {"gain_db": 3.0, "gain_grid": (8, 0.25), "random": True}),
+    ("gain-32x50", ["compact"], {"gain_db": 3.0, "gain_grid": (32, 0.05)}),
+    ("gain-32x50-noise", [], {"gain_db": 3.0, "gain_grid": (32, 0.05), "random": True}),
 )
 
 
@@ -530,6 +599,8 @@ def run(args) -> dict:
             "masking": method.masking,
             "universal": method.universal,
             "random": method.random,
+            "gain_db": method.gain_db,
+            "gain_grid": list(method.gain_grid) if method.gain_db else None,
             "note": method.note,
             "median_snr_db": metrics.distribution(snr)["median"],
             "pesq_wb": metrics.distribution(pesq),
@@ -576,6 +647,8 @@ def table(results: dict) -> str:
             extra.append("universal")
         if r.get("shape"):
             extra.append(f"shaped {r['shape']:g}")
+        if r.get("gain_db"):
+            extra.append(f"gain field {r['gain_grid'][0]}x{1000 * r['gain_grid'][1]:g} ms")
         if r["samples"] > 1:
             extra.append(f"{r['samples']} samples")
         div = ",".join(r["diversity"]) or "-"

@@ -309,7 +309,9 @@ class BlockMasker:
             valid[0, offset : offset + n] = 1.0
             bound = m.budget(signal[None], valid, lsb=self.lsb)[0]
             starts = np.zeros(1, int)
-            delta = m._optimise(signal, bound, starts, signal[None], m.steps, m.grid_shift)
+            gained = m.rebalance(signal, starts, signal[None]) if m.gain_db else signal
+            delta = m._optimise(gained, bound, starts, signal[None], m.steps, m.grid_shift)
+            delta = delta + gained - signal
             delta, bound = delta[offset : offset + n], bound[offset : offset + n]
             return delta, self._limit(bound, delta)
         count = -(-n // width)
@@ -323,7 +325,10 @@ class BlockMasker:
         del windows, valid  # not needed while the optimiser runs (peak memory)
         starts = window_starts(n, width, m.hop)
         clean = mix[starts[:, None] + np.arange(width)[None, :]]
-        delta = m._optimise(mix, bound, starts, clean, m.steps, m.grid_shift)
+        gained = m.rebalance(mix, starts, clean) if m.gain_db else mix
+        delta = m._optimise(gained, bound, starts, clean, m.steps, m.grid_shift)
+        if m.gain_db:
+            delta += gained - mix
         return delta, self._limit(bound, delta)
 
     # ----- emotion before/after, incrementally --------------------------------------------

@@ -53,27 +53,15 @@ def masking_threshold(power: np.ndarray, rate: int = RATE) -> np.ndarray:
     return power @ spreading(N_FFT, rate).T
 
 
-class Shaper:
-    """The linear map v -> delta for one signal (see the module doc). `exponent` 0 is a
-    plain pass-through (apart from `mask`); 1 follows the threshold's amplitude. Frames
-    are processed CHUNK at a time, so the memory beyond the signal stays small."""
+class Wola:
+    """Frames of a signal of n samples (N_FFT long, hop HOP, the first and last half
+    outside) and their weighted overlap-add back to n samples, CHUNK frames at a time."""
 
-    def __init__(self, signal: np.ndarray, mask: np.ndarray, exponent: float, rate: int = RATE):
-        self.n = len(signal)
-        self.count = 1 + self.n // HOP  # frames; the first and last are half outside
-        self.mask = (np.asarray(mask) > 0).astype(np.float32)
-        window = _window()
-        frames = self._frames(np.asarray(signal, np.float32))
-        weight = np.empty((self.count, N_FFT // 2 + 1), np.float32)
-        for first in range(0, self.count, CHUNK):
-            power = np.abs(np.fft.rfft(frames[first : first + CHUNK] * window, axis=1)) ** 2
-            weight[first : first + CHUNK] = masking_threshold(power.astype(np.float32), rate)
-        np.maximum(weight, weight.max() * 10.0 ** (FLOOR_DB / 10.0) + 1e-30, out=weight)
-        weight **= float(exponent) / 2.0
-        weight /= np.sqrt(np.mean(weight.astype(np.float64) ** 2))
-        self.weight = weight
+    def __init__(self, n: int):
+        self.n = n
+        self.count = 1 + n // HOP  # frames; the first and last are half outside
         # overlap-add normalisation: the sum of analysis x synthesis windows at each sample
-        self.norm = np.maximum(self._overlap_add(lambda first, last: window**2), 1e-6)
+        self.norm = np.maximum(self._overlap_add(lambda first, last: _window() ** 2), 1e-6)
 
     def _frames(self, x: np.ndarray) -> np.ndarray:
         padded = np.pad(x, (N_FFT // 2, N_FFT // 2 + HOP))
@@ -92,6 +80,26 @@ class Shaper:
                 start = (first + k) * HOP
                 out[start : start + len(group)] += group
         return out[N_FFT // 2 : N_FFT // 2 + self.n]
+
+
+class Shaper(Wola):
+    """The linear map v -> delta for one signal (see the module doc). `exponent` 0 is a
+    plain pass-through (apart from `mask`); 1 follows the threshold's amplitude. Frames
+    are processed CHUNK at a time, so the memory beyond the signal stays small."""
+
+    def __init__(self, signal: np.ndarray, mask: np.ndarray, exponent: float, rate: int = RATE):
+        super().__init__(len(signal))
+        self.mask = (np.asarray(mask) > 0).astype(np.float32)
+        window = _window()
+        frames = self._frames(np.asarray(signal, np.float32))
+        weight = np.empty((self.count, N_FFT // 2 + 1), np.float32)
+        for first in range(0, self.count, CHUNK):
+            power = np.abs(np.fft.rfft(frames[first : first + CHUNK] * window, axis=1)) ** 2
+            weight[first : first + CHUNK] = masking_threshold(power.astype(np.float32), rate)
+        np.maximum(weight, weight.max() * 10.0 ** (FLOOR_DB / 10.0) + 1e-30, out=weight)
+        weight **= float(exponent) / 2.0
+        weight /= np.sqrt(np.mean(weight.astype(np.float64) ** 2))
+        self.weight = weight
 
     def _filtered(self, x: np.ndarray) -> np.ndarray:
         """OLA of the frames of x, each windowed, weighted per bin and windowed again."""

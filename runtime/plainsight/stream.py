@@ -64,6 +64,11 @@ class StreamProcessor:
     """
 
     def __init__(self, masker, rate: int = 16000, hop_ms: float = DEFAULT_HOP_MS):
+        if getattr(masker, "gain_db", 0.0):
+            raise ValueError(
+                "the gain stage (--mask-gain-db) runs on files only (plainsight mask), "
+                "not on a stream"
+            )
         self.masker = masker
         self.rate = int(rate)
         model_rate, window = masker.sample_rate, masker.window

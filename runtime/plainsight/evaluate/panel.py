@@ -229,9 +229,17 @@ MASKER_KEYS = (
     "overlap",
     "grid_shift_ms",
     "shaping",
+    "gain_db",
 )
 # The code that turns those settings into audio: a change there changes the masked audio.
-MASKER_SOURCES = ("masker.py", "blockmask.py", "resample.py", "features.py", "shaping.py")
+MASKER_SOURCES = (
+    "masker.py",
+    "blockmask.py",
+    "resample.py",
+    "features.py",
+    "shaping.py",
+    "gainfield.py",
+)
 
 
 def masker_source_sha256() -> str:
