@@ -5,7 +5,7 @@
 # into export/artifacts/. Epochs were chosen for a few minutes per member on this shared 2-core
 # machine (RAVDESS members got fewer epochs when the machine was loaded; see each report.json).
 # Usage: PLAINSIGHT_DATA=../shared/data bash export/build_panel.sh [dev] [final] [adaptive]
-#        [adaptive_neutralize]
+#        [adaptive_neutralize] [adaptive_rebalance]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${PLAINSIGHT_DATA:?set PLAINSIGHT_DATA to the folder holding emodb/ and ravdess/}"
@@ -74,6 +74,16 @@ adaptive_neutralize() {
     "${T[@]}" --role adaptive --corpus emodb --arch compact --seed 2 --epochs 30 --augment panel \
         --name adaptive-neutralize100-compact-s2 --masked-cache /tmp/plainsight-masked-neutralize \
         --masked-privacy neutralize --masked-strength 1.0
+}
+
+adaptive_rebalance() {
+    # The same attacker retrained on audio masked by the `rebalance` preset's settings (the
+    # +-3 dB gain stage, then medium: `plainsight evaluate --mask-gain-db 3`).
+    for c in emodb ravdess; do
+        "${T[@]}" --role adaptive --corpus $c --arch compact --seed 2 --epochs 30 --augment panel \
+            --name adaptive-rebalance-compact-s2 --masked-cache /tmp/plainsight-masked-rebalance \
+            --masked-gain-db 3
+    done
 }
 
 for step in "${@:-dev final}"; do

@@ -259,3 +259,17 @@ def test_feature_loss_disrupts_the_cnn_layer_more_than_noise():
             return -T.feature_disruption(surrogate, x, clean, 6).item()
 
     assert disruption(delta) > 2 * disruption(noise)
+
+
+def test_stream_gain_crafting_is_causal_and_keeps_length():
+    audio = _speechy(21000)
+    method = T.Method("gain", ["toy"], steps=3, gain_db=3.0)
+    surrogate = _surrogate()
+    delta = T.craft_stream_gain(audio, [surrogate], method, np.random.default_rng(0))
+    assert delta.shape == audio.shape and np.abs(delta).max() > 0
+    # the first hops do not depend on what comes later (the past is sent)
+    shorter = T.craft_stream_gain(audio[:12000], [surrogate], method, np.random.default_rng(0))
+    np.testing.assert_allclose(delta[:8000], shorter[:8000], atol=1e-6)
+    off = T.Method("off", [], gain_db=1e-9, random=True)
+    quiet = T.craft_stream_gain(audio, [], off, np.random.default_rng(0))
+    assert np.abs(quiet).max() < 1e-5  # no gain: the audio itself

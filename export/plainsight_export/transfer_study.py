@@ -20,6 +20,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -353,6 +354,61 @@ def craft_stream(audio, snr_db: float, surrogates, method: Method, rng, hop: int
     return np.concatenate(out)
 
 
+def _ramped_hop(spec, band_of_bin, start_db, ramp, length, end_db):
+    """The hop's samples (the segment starts SHAPE_FFT samples before the hop) after a
+    per-band gain that ramps from start_db to end_db over the hop's frames."""
+    db = band_of_bin @ (start_db[:, None] * (1 - ramp) + end_db[:, None] * ramp)
+    window = torch.hann_window(SHAPE_FFT)
+    gained = spec * torch.pow(10.0, db / 20.0)
+    y = torch.istft(gained, SHAPE_FFT, SHAPE_HOP, window=window, length=length)
+    return y[SHAPE_FFT:]
+
+
+def craft_stream_gain(audio, surrogates, method: Method, rng, hop: int = 4000):
+    """The gain stage on the live path, simulated: each 250 ms hop gets one gain per band
+    that ramps linearly from the gain the previous hop ended on (fixed: sent) to this hop's
+    end value, the only thing optimised (I-FGSM, loss on the 2 s window ending at the hop:
+    the sent past, then the re-balanced hop). The hop's frames that reach past its end see
+    a reflection of it (a real stream would wait N_FFT/2 samples for them). Returns y - audio.
+    The grid's time cell is the hop here, whatever method.gain_grid says."""
+    bands = method.gain_grid[0]
+    window = torch.hann_window(SHAPE_FFT)
+    freqs = np.fft.rfftfreq(SHAPE_FFT, 1.0 / RATE)
+    centres = np.log(np.geomspace(100.0, 7000.0, bands))
+    band_of_bin = torch.from_numpy(_hat_matrix(np.log(np.maximum(freqs, 1.0)), centres))
+    margin = SHAPE_FFT  # raw samples before the hop, so its first frames are whole
+    raw = np.concatenate([np.zeros(WINDOW, np.float32), audio.astype(np.float32)])
+    sent = np.zeros(WINDOW, np.float32)
+    start_db = torch.zeros(bands)
+    out = []
+    for first in range(WINDOW, len(raw), hop):
+        n = min(hop, len(raw) - first)
+        seg = torch.from_numpy(np.pad(raw[first - margin : first + n], (0, hop - n)))
+        spec = torch.stft(seg, SHAPE_FFT, SHAPE_HOP, window=window, return_complex=True)
+        centre = torch.arange(spec.shape[1]) * SHAPE_HOP - margin  # frame centre, in the hop
+        ramp = (centre / hop).clamp(0.0, 1.0)[None, :]  # [1, T]
+        past = torch.from_numpy(sent[hop:])
+        rebalanced = partial(_ramped_hop, spec, band_of_bin, start_db, ramp, margin + hop)
+
+        u = torch.zeros(bands)
+        step = min(1.0, 2.0 / method.steps)
+        if method.random:
+            u = torch.from_numpy(rng.choice([-1.0, 1.0], bands).astype(np.float32))
+        for _ in range(0 if method.random else method.steps):
+            u = u.detach().requires_grad_(True)
+            context = torch.cat([past, rebalanced(method.gain_db * u)])[None]
+            total = sum(objective(s.logits(context), s.target, "ce") for s in surrogates)
+            (g,) = torch.autograd.grad(total, u)
+            u = (u - step * torch.sign(g)).clamp(-1.0, 1.0)
+        with torch.no_grad():
+            end_db = method.gain_db * u
+            new = rebalanced(end_db).numpy()
+        start_db = end_db.detach()
+        sent = np.concatenate([sent[hop:], new])
+        out.append(new[:n] - raw[first : first + n])
+    return np.concatenate(out)
+
+
 UNIVERSAL_STEPS, UNIVERSAL_BATCH, UNIVERSAL_LR = 300, 8, 0.01
 
 
@@ -576,11 +632,12 @@ def run(args) -> dict:
                 np.save(args.cache / f"{name}-universal.npy", v)
                 masked = [at_snr(a, tile_universal(v, len(a)), args.snr_db) for a in clean]
             else:
-                crafter = craft_stream if args.stream else craft
-                masked = [
-                    at_snr(a, crafter(a, args.budget_db, surrogates, method, rng), args.snr_db)
-                    for a in clean
-                ]
+                if args.stream and method.gain_db:
+                    deltas = [craft_stream_gain(a, surrogates, method, rng) for a in clean]
+                else:
+                    crafter = craft_stream if args.stream else craft
+                    deltas = [crafter(a, args.budget_db, surrogates, method, rng) for a in clean]
+                masked = [at_snr(a, d, args.snr_db) for a, d in zip(clean, deltas, strict=True)]
             seconds = time.perf_counter() - start
             np.savez(cached, **{f"clip{i}": m for i, m in enumerate(masked)})
         noise = P.noise_control(clean, masked)
