@@ -251,6 +251,17 @@ def test_bench_reports_numbers():
     assert result["settings"]["steps"] >= 1
 
 
+def test_bench_of_the_files_only_preset_has_no_stream_row():
+    args = ("bench", "--backend", "onnx", "--seconds", "3", "--mask-strength", "rebalance")
+    proc = plainsight(*args)
+    assert proc.returncode == 0, proc.stderr
+    assert "n/a  (the gain stage runs on files only)" in proc.stdout
+    proc = plainsight(*args, "--json")
+    (result,) = json.loads(proc.stdout)["results"]
+    assert result["mask_rtf"] > 0 and result["stream_rtf"] is None
+    assert result["settings"]["gain_db"] == 3.0
+
+
 def test_mask_flags_reach_the_engine(tmp_path, capsys):
     src = tmp_path / "in.wav"
     sf.write(src, speech(2.0), 16000, subtype="FLOAT")

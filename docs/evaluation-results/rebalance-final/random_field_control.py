@@ -20,6 +20,7 @@ from plainsight.evaluate.panel import load_panel
 from plainsight.gainfield import GainField
 
 GAIN_DB, SEED = 3.0, 0
+LISTENER_OFFSET = 4000  # samples: every listener 250 ms later, as the evaluate runs beside it
 
 
 def random_field(audio: np.ndarray, rng) -> np.ndarray:
@@ -36,7 +37,9 @@ def main(corpus: str, limit: int) -> dict:
     snr = [metrics.snr_db(c, x) for c, x in zip(clean, controlled, strict=True)]
     out = {"corpus": corpus, "clips": len(clips), "gain_db": GAIN_DB}
     out |= {"median_snr_db": float(np.median(snr)), "uar": {}}
+    out["listener_offset_ms"] = 1000 * LISTENER_OFFSET / 16000
     for member in load_panel(corpus, "final"):
+        member = P.OffsetListener(member, LISTENER_OFFSET)
         out["uar"][member.name] = {
             "clean": member.report(clean, labels)["uar"],
             "random_field": member.report(controlled, labels)["uar"],
