@@ -128,7 +128,9 @@ def test_sweep_grid_families():
     from plainsight.evaluate.sweep import configurations
 
     full = configurations({"steps": 10}, ["a,b"], budgets=(35.0,))
-    assert len(full) == 9 + 3 + 3
+    assert len(full) == 9 + 3 + 3 + 2
+    gains = configurations({"steps": 10}, [], budgets=(35.0,), families={"gain field"})
+    assert [c["gain_db"] for c in gains] == [3.0, 5.0]
     only = configurations({"steps": 10}, ["a,b"], budgets=(35.0, 30.0), families={"envelope"})
     assert len(only) == 6 and all(c["envelope"] for c in only)
     with pytest.raises(ValueError, match="unknown sweep families"):

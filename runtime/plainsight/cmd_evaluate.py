@@ -126,7 +126,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sweep-budgets", help="comma-separated SNR dB (default 45,40,35,30)")
     parser.add_argument(
         "--sweep-families",
-        help="subset of: 'method x objective', envelope, ensemble (comma-separated)",
+        help="subset of: 'method x objective', envelope, ensemble, 'gain field' (comma-separated)",
     )
     parser.add_argument(
         "--sweep-asr-limit", type=int, default=0, help="clips for WER per sweep row (0: none)"

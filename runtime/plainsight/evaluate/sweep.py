@@ -1,4 +1,5 @@
-"""`plainsight evaluate --sweep`: methods x objectives x budgets, envelope, ensembles.
+"""`plainsight evaluate --sweep`: methods x objectives x budgets, envelope, ensembles, and
+the gain stage.
 
 Every configuration masks the same class-balanced clips through plainsight.Masker and is
 scored white-box, on every held-out attacker and on the same-SNR noise control; quality
@@ -33,7 +34,8 @@ SWEEP_DEFAULT_LIMIT = {"emodb": 70, "ravdess": 80}
 SWEEP_PESQ_CLIPS = 24
 SWEEP_STOI_CLIPS = 8
 METHODS = ("fgsm", "ifgsm", "mifgsm")
-FAMILIES = ("method x objective", "envelope", "ensemble")
+FAMILIES = ("method x objective", "envelope", "ensemble", "gain field")
+SWEEP_GAINS_DB = (3.0, 5.0)  # the gain stage's bounds (plainsight.gainfield), then the mask
 
 
 def configurations(
@@ -80,6 +82,18 @@ def configurations(
                         "model": models,
                     }
                 )
+        for gain_db in SWEEP_GAINS_DB:
+            configs.append(
+                {
+                    "family": "gain field",
+                    "method": "ifgsm",
+                    "objective": "neutral",
+                    "steps": steps,
+                    "snr_db": snr,
+                    "envelope": False,
+                    "gain_db": gain_db,
+                }
+            )
     if families:
         unknown = set(families) - {c["family"] for c in configs} - set(FAMILIES)
         if unknown:
@@ -143,6 +157,7 @@ def run_sweep(args, base: dict, out: Path, command: str, progress: bool) -> list
             bar.stage(f"{conf['family']} {conf['method']} {conf['objective']} {conf['snr_db']:g}")
             kwargs = base | {k: conf[k] for k in ("method", "objective", "steps", "envelope")}
             kwargs |= {"snr_db": conf["snr_db"], "eps": None, "model": conf.get("model", single)}
+            kwargs["gain_db"] = conf.get("gain_db", base.get("gain_db"))
             masker = Masker(**kwargs)
             masked = mask_clips(masker, clips, bar)
             noisy = noise_control(clean, masked.audios)
