@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from plainsight.evaluate import metrics
 from plainsight.evaluate import pipeline as P
+from plainsight.gainfield import HIGHEST_HZ, LOWEST_HZ, hat_matrix
 from plainsight.manifest import load_model_dir
 from plainsight.masker import Masker, window_starts
 from plainsight.shaping import spreading
@@ -212,13 +213,10 @@ class GainField:
         self.n = len(clean)
         window = torch.hann_window(SHAPE_FFT)
         self.spec = torch.stft(clean, SHAPE_FFT, SHAPE_HOP, window=window, return_complex=True)
-        freqs = np.fft.rfftfreq(SHAPE_FFT, 1.0 / RATE)
-        centres = np.log(np.geomspace(100.0, 7000.0, bands))
-        at = np.log(np.maximum(freqs, 1.0))
-        self.bands = torch.from_numpy(_hat_matrix(at, centres))  # [F, bands]
+        self.bands = band_weights(bands)  # [F, bands]
         frame_s = np.arange(self.spec.shape[1]) * SHAPE_HOP / RATE
         self.cells = int(np.ceil(self.n / RATE / cell_s)) + 1
-        self.times = torch.from_numpy(_hat_matrix(frame_s, np.arange(self.cells) * cell_s).T)
+        self.times = torch.from_numpy(hat_matrix(frame_s, np.arange(self.cells) * cell_s).T)
 
     def __call__(self, g: torch.Tensor) -> torch.Tensor:
         gain = torch.pow(10.0, (self.bands @ g @ self.times) / 20.0)
@@ -226,11 +224,12 @@ class GainField:
         return torch.istft(self.spec * gain, SHAPE_FFT, SHAPE_HOP, window=window, length=self.n)
 
 
-def _hat_matrix(at: np.ndarray, knots: np.ndarray) -> np.ndarray:
-    """[len(at), len(knots)]: linear interpolation weights of each point between the knots
-    (constant beyond the ends)."""
-    eye = np.eye(len(knots))
-    return np.stack([np.interp(at, knots, eye[k]) for k in range(len(knots))], 1).astype(np.float32)
+def band_weights(bands: int) -> torch.Tensor:
+    """[F, bands]: each STFT bin's share of the gain grid's log-spaced bands, as the
+    runtime's plainsight.gainfield.GainField interpolates them."""
+    freqs = np.fft.rfftfreq(SHAPE_FFT, 1.0 / RATE)
+    centres = np.geomspace(LOWEST_HZ, HIGHEST_HZ, bands)
+    return torch.from_numpy(hat_matrix(np.log(np.maximum(freqs, 1.0)), np.log(centres)))
 
 
 def optimise_gain(signal_np, starts, surrogates, method: Method, rng) -> np.ndarray:
@@ -373,9 +372,7 @@ def craft_stream_gain(audio, surrogates, method: Method, rng, hop: int = 4000):
     The grid's time cell is the hop here, whatever method.gain_grid says."""
     bands = method.gain_grid[0]
     window = torch.hann_window(SHAPE_FFT)
-    freqs = np.fft.rfftfreq(SHAPE_FFT, 1.0 / RATE)
-    centres = np.log(np.geomspace(100.0, 7000.0, bands))
-    band_of_bin = torch.from_numpy(_hat_matrix(np.log(np.maximum(freqs, 1.0)), centres))
+    band_of_bin = band_weights(bands)
     margin = SHAPE_FFT  # raw samples before the hop, so its first frames are whole
     raw = np.concatenate([np.zeros(WINDOW, np.float32), audio.astype(np.float32)])
     sent = np.zeros(WINDOW, np.float32)
