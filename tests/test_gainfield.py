@@ -1,6 +1,7 @@
 """The gain stage (plainsight.gainfield, `Masker(gain_db=...)`): an exact identity at 0 dB,
-an exact gradient, gains within the bound, a push toward the objective, and the file-only
-contract (the stream refuses it, failing closed)."""
+an exact gradient, gains within the bound, a push toward the objective, and on the stream:
+one grid for the whole stream, cells already sent never change, and the stream's contracts
+(causal, chunking-invariant, as many samples out as in)."""
 
 from __future__ import annotations
 
@@ -85,30 +86,111 @@ def test_masker_gain_db_off_by_default_and_checked(toy):
             Masker(model=toy, backend="onnx", gain_db=bad)
 
 
-def test_stream_refuses_the_gain_stage(toy):
+def test_a_stretch_of_a_signal_shares_the_grid_of_the_whole():
+    """A field over signal[a:] placed at origin a on the clock gains that stretch exactly as
+    the whole signal's field does (frames aligned: a is a whole number of hops), away from
+    the stretch's first frames, which lack their past."""
+    x = _voiced(9000)
+    whole = GainField(x, RATE)
+    g = np.random.default_rng(3).uniform(-3, 3, whole.shape)
+    a = 128 * 27
+    part = GainField(x[a:], RATE, origin_s=a / RATE)
+    assert part.first_cell == int(a / RATE / 0.1) and part.cells == whole.cells - part.first_cell
+    gained = part(g[:, part.first_cell :])
+    np.testing.assert_allclose(gained[512:], whole(g)[a + 512 :], atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def gain_masker():
+    from plainsight.masker import Masker
+    from test_runtime_toymodel import bundled_model_dir
+
+    return Masker(model=bundled_model_dir(), backend="onnx", gain_db=3.0)
+
+
+def test_stream_gain_stage_keeps_the_stream_contracts(gain_masker):
+    from plainsight.masker import Masker
+    from test_runtime_toymodel import bundled_model_dir
+    from test_stream_runtime import processor_output, speechlike_pcm
+
+    pcm = speechlike_pcm(1.3)  # not a whole number of hops: the rest is flushed
+    out = processor_output(gain_masker, pcm, [len(pcm)])
+    assert out.dtype == np.dtype("<i2") and len(out) == len(pcm)
+    again = processor_output(gain_masker, pcm, [1, 3999, 2, 777, 5000])
+    assert np.array_equal(out, again)  # a pure function of the samples, not the chunks
+    other = pcm.copy()
+    other[8000:] = -other[8000:]
+    changed = processor_output(gain_masker, other, [len(other)])
+    assert np.array_equal(out[:8000], changed[:8000]) and not np.array_equal(out, changed)
+
+    def snr(y):
+        x = pcm.astype(np.float64)
+        return 10 * np.log10(np.mean(x**2) / np.mean((y - x) ** 2))
+
+    plain = processor_output(Masker(model=bundled_model_dir(), backend="onnx"), pcm, [len(pcm)])
+    assert snr(out) < 25.0 < snr(plain)  # re-balanced far beyond the mask's 35 dB
+
+
+def test_stream_gain_cells_already_sent_never_change(gain_masker):
+    from plainsight.stream import StreamProcessor
+    from test_stream_runtime import speechlike_pcm
+
+    pcm = speechlike_pcm(4.0, seed=2)
+    proc = StreamProcessor(gain_masker, RATE)
+    before: dict = {}
+    for first in range(0, len(pcm), proc.hop):
+        proc.process(pcm[first : first + proc.hop])
+        cells = proc.gain_cells
+        kept = [k for k in before if k in cells]
+        assert (kept or not before) and all(np.array_equal(before[k], cells[k]) for k in kept)
+        assert max(cells) > max(before, default=-99)  # this hop chose cells of its own
+        assert all(np.abs(v).max() <= 3.0 + 1e-5 for v in cells.values())
+        assert len(cells) <= 8  # old cells are forgotten: memory stays bounded
+        before = {k: v.copy() for k, v in cells.items()}
+    moved = np.concatenate([v for v in before.values()])
+    assert np.abs(moved).max() > 1.0  # the stage did set gains
+
+
+def test_rebalance_hop_moves_the_window_toward_neutral(gain_masker):
+    from plainsight.masker import softmax
+
+    m = gain_masker
+    x = _voiced(m.window)
+    hop = 4000
+    member = m.members[0]
+    neutral = member.spec.classes.index("neutral")
+
+    def log_p_neutral(y):
+        return float(np.log(softmax(m._logits(member, y[None].astype(np.float32)))[0, neutral]))
+
+    chosen: dict = {}
+    gained = m.rebalance_hop(x, x, hop, 12345, chosen)
+    assert gained.shape == (hop,) and chosen
+    y = x.copy()
+    y[-hop:] = gained
+    # random fields of the same bound on the same hop are the control
+    field = GainField(x[-hop - 512 :], RATE)
+    controls = []
+    for seed in range(3):
+        z = x.copy()
+        z[-hop:] = field(np.random.default_rng(seed).choice([-3.0, 3.0], field.shape))[-hop:]
+        controls.append(log_p_neutral(z))
+    assert log_p_neutral(y) > max(log_p_neutral(x), *controls) + 0.02
+
+
+def test_stream_cli_runs_the_gain_stage():
     import subprocess
     import sys
 
-    from plainsight.masker import Masker
-    from plainsight.stream import StreamProcessor
+    from test_stream_runtime import speechlike_pcm
 
-    with pytest.raises(ValueError, match="files only"):
-        StreamProcessor(Masker(model=toy, backend="onnx", gain_db=3.0), RATE)
-    pcm = np.round(_voiced(RATE) * 32767).astype("<i2").tobytes()
+    pcm = speechlike_pcm(1.0)
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "plainsight.cli",
-            "stream",
-            "--model",
-            str(toy),
-            "--mask-gain-db",
-            "3",
-        ],
-        input=pcm,
+        [sys.executable, "-m", "plainsight.cli", "stream", "--mask-strength", "rebalance"],
+        input=pcm.tobytes(),
         capture_output=True,
         timeout=120,
     )
-    assert proc.returncode != 0 and proc.stdout == b""  # fails closed: nothing sent
-    assert b"files only" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert proc.returncode == 0, proc.stderr
+    out = np.frombuffer(proc.stdout, "<i2")
+    assert len(out) == len(pcm) and not np.array_equal(out, pcm)

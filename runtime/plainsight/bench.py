@@ -60,28 +60,22 @@ def worker(
     t0, c0 = time.perf_counter(), time.process_time()
     masker.mask(audio, masker.sample_rate)
     mask_s, mask_cpu_s = time.perf_counter() - t0, time.process_time() - c0
-    hop = round(hop_ms * masker.sample_rate / 1000)
-    n_hops = len(audio) // hop
-    if masker.gain_db:  # the gain stage is files only: the stream refuses it
-        stream = None
-        stream_rows = dict.fromkeys(("stream_rtf", "stream_rtf_cpu", "stream_ms_per_hop"))
-    else:
-        stream = StreamProcessor(masker, masker.sample_rate, hop_ms)
-        pcm = to_pcm(audio)
-        hop = stream.hop
-        n_hops = len(pcm) // hop
-        stream.process(pcm[:hop])  # warm-up
-        stream.busy_s = 0.0
-        c0 = time.process_time()
-        for i in range(n_hops):
-            stream.process(pcm[i * hop : (i + 1) * hop])
-        stream_cpu_s = time.process_time() - c0
-        stream_audio_s = n_hops * hop / masker.sample_rate
-        stream_rows = {
-            "stream_rtf": round(stream.busy_s / stream_audio_s, 5),
-            "stream_rtf_cpu": round(stream_cpu_s / stream_audio_s, 5),
-            "stream_ms_per_hop": round(1000 * stream.busy_s / n_hops, 2),
-        }
+    stream = StreamProcessor(masker, masker.sample_rate, hop_ms)
+    pcm = to_pcm(audio)
+    hop = stream.hop
+    n_hops = len(pcm) // hop
+    stream.process(pcm[:hop])  # warm-up
+    stream.busy_s = 0.0
+    c0 = time.process_time()
+    for i in range(n_hops):
+        stream.process(pcm[i * hop : (i + 1) * hop])
+    stream_cpu_s = time.process_time() - c0
+    stream_audio_s = n_hops * hop / masker.sample_rate
+    stream_rows = {
+        "stream_rtf": round(stream.busy_s / stream_audio_s, 5),
+        "stream_rtf_cpu": round(stream_cpu_s / stream_audio_s, 5),
+        "stream_ms_per_hop": round(1000 * stream.busy_s / n_hops, 2),
+    }
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     tier = {"privacy": privacy}
     if privacy == "neutralize":  # the stage alone, in the stream form, on the same audio
@@ -95,9 +89,8 @@ def worker(
         tier["neutralize_strength"] = masker.neutralize_strength
         stage_audio_s = n_hops * hop / masker.sample_rate
         tier["neutralize_stream_rtf_cpu"] = round(stage_cpu_s / stage_audio_s, 5)
-        if stream is not None:
-            latency = stream.latency_samples / masker.sample_rate
-            tier["stream_latency_ms"] = round(1000 * latency, 1)
+        latency = stream.latency_samples / masker.sample_rate
+        tier["stream_latency_ms"] = round(1000 * latency, 1)
     settings = masker.settings()
     calls = 1 + settings["steps"] if settings["objective"] == "untargeted" else settings["steps"]
     audio_s = len(audio) / masker.sample_rate

@@ -124,7 +124,7 @@ def add_engine_arguments(parser: argparse.ArgumentParser, masking: bool = True) 
         help="first re-balance the speech by a smooth time-frequency gain within +-DB "
         f"(0..{MAX_GAIN_DB:g}), optimised like the mask, then mask it: moves emotion models "
         "the device never saw more than the mask alone (docs/EVALUATION.md, 'A gain "
-        "field'); files only, the stream refuses it; default 0, off",
+        "field'); default 0, off",
     )
     group.add_argument(
         "--mask-overlap",

@@ -34,9 +34,20 @@ def hat_matrix(at: np.ndarray, knots: np.ndarray) -> np.ndarray:
 
 
 class GainField(Wola):
-    """The map g [bands, cells] (dB) -> gained signal for one signal at `rate`."""
+    """The map g [bands, cells] (dB) -> gained signal for one signal at `rate`.
 
-    def __init__(self, signal: np.ndarray, rate: int, bands: int = BANDS, cell_s: float = CELL_S):
+    The grid's cells sit at whole multiples of `cell_s` on a clock where the signal starts at
+    `origin_s` (a stream hop's place in the stream): cell j of g is cell `first_cell + j` of
+    that clock, so fields over overlapping stretches of one stream share their cells."""
+
+    def __init__(
+        self,
+        signal: np.ndarray,
+        rate: int,
+        bands: int = BANDS,
+        cell_s: float = CELL_S,
+        origin_s: float = 0.0,
+    ):
         super().__init__(len(signal))
         window = _window()
         frames = self._frames(np.asarray(signal, np.float32))
@@ -48,9 +59,12 @@ class GainField(Wola):
         freqs = np.fft.rfftfreq(N_FFT, 1.0 / rate)
         centres = np.geomspace(LOWEST_HZ, min(HIGHEST_HZ, 0.45 * rate), bands)
         self.band_weights = hat_matrix(np.log(np.maximum(freqs, 1.0)), np.log(centres)).T
-        self.cells = int(np.ceil(self.n / rate / cell_s)) + 1
-        frame_s = np.arange(self.count) * (N_FFT // 4) / rate
-        self.cell_weights = hat_matrix(frame_s, np.arange(self.cells) * cell_s)  # [T, cells]
+        self.first_cell = int(np.floor(origin_s / cell_s + 1e-9))
+        last_cell = int(np.ceil((origin_s + self.n / rate) / cell_s - 1e-9))
+        self.cells = last_cell - self.first_cell + 1
+        frame_s = origin_s + np.arange(self.count) * (N_FFT // 4) / rate
+        knots = (self.first_cell + np.arange(self.cells)) * cell_s
+        self.cell_weights = hat_matrix(frame_s, knots)  # [T, cells]
         self.shape = (bands, self.cells)
         # irfft's weight of each bin in the real signal: DC and Nyquist once, the rest twice
         self.bin_weight = np.full(N_FFT // 2 + 1, 2.0 / N_FFT, np.float32)

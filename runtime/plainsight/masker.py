@@ -40,8 +40,8 @@ STRENGTHS = {
     "perceptual": _PRESET | {"snr_db": 25.0, "envelope": False, "shaping": 0.5},
     # medium after a gain stage within +-3 dB (plainsight.gainfield): the speech re-balanced
     # in broad time-frequency regions, the first change that moves emotion models the device
-    # never saw (the largest bound with PESQ-wb >= 3.5 on both development panels). Files
-    # only: the stream refuses it.
+    # never saw (the largest bound with PESQ-wb >= 3.5 on both development panels). The
+    # stream chooses each hop's cells of the field in turn, through the hop graphs.
     "rebalance": _PRESET | {"snr_db": 35.0, "envelope": False, "gain_db": 3.0},
 }
 MAX_GRID_SHIFT_MS = 1000.0
@@ -199,7 +199,8 @@ class Masker:
         signal, not each sample of the perturbation); None or 0: flat, as by default.
         `gain_db` > 0 first re-balances the audio by a smooth time-frequency gain within
         +-gain_db (plainsight.gainfield, optimised toward the same objective), then masks
-        it; files only (`mask`): the stream refuses it."""
+        it; on a stream each hop's cells of the field are chosen once and then kept
+        (`rebalance_hop`)."""
         if privacy not in PRIVACY_TIERS:
             raise ValueError(f"privacy must be one of {list(PRIVACY_TIERS)}, got {privacy!r}")
         self.privacy = privacy
@@ -507,32 +508,45 @@ class Masker:
         self, context: np.ndarray, bound: np.ndarray, clean: np.ndarray, hop_samples: int
     ) -> np.ndarray:
         """The stream's perturbation [N] of one model window `context` [N]: the past already
-        sent, then the new raw hop (its last `hop_samples`); `bound` [N] is 0 on the past,
-        `clean` the window before masking; `stream_steps` steps.
+        sent, then the new hop (its last `hop_samples`); `bound` [N] is 0 on the past,
+        `clean` the window before masking; `stream_steps` steps (see `_hop_gradient`)."""
+        context = np.asarray(context, np.float32)
+        bound = np.asarray(bound, np.float32)
+        start, gradient = self._hop_gradient(context, np.asarray(clean, np.float32), hop_samples)
+        delta = np.zeros_like(context)
+        delta[start:] = self._sign_steps(
+            bound[start:],
+            self.stream_steps,
+            lambda _done, tail_delta: gradient(tail_delta),
+            fixed_signs(len(context))[start:],
+            context[start:],
+        )
+        return delta
 
-        Where the models ship a hop graph for this hop size, a step computes only the
+    def _hop_gradient(self, context: np.ndarray, clean: np.ndarray, hop_samples: int):
+        """(start, gradient): d loss / d context[start:] at context[start:] + delta, for a
+        stream hop's window `context` whose last `hop_samples` are the new hop.
+
+        Where the models ship a hop graph for this hop size, a call computes only the
         spectrogram frames the hop touches (the past's log-mel is computed once per hop,
         here, from the audio already sent): the same gradient as the window graph on the
         hop (up to float rounding) at about half the multiply-adds. A model that also ships
         hop_fixed + hop_crop runs its convolutions only on the frames whose pooled outputs
         the hop can change, after one hop_fixed call per hop sums the others: about a
-        quarter of the window graph's multiply-adds per step. Otherwise the window graph
-        runs (`perturb`)."""
-        context = np.asarray(context, np.float32)
-        bound = np.asarray(bound, np.float32)
-        clean = np.asarray(clean, np.float32)
-        steps = self.stream_steps
+        quarter of the window graph's multiply-adds. Otherwise the window graph runs
+        (start 0)."""
+        targets = [self._targets(m, clean[None]) for m in self.members]
         if not self.hop_graphs_fit(hop_samples):
-            return self.perturb(context[None], bound[None], clean[None], steps=steps)[0]
+            index = np.arange(self.window)[None, :]
+            return 0, lambda delta: self._summed_gradient(context + delta, index, targets)
         layout = self.members[0].hop_layout
         start, past_frames = layout["tail_start"], layout["past_frames"]
-        targets = [self._targets(m, clean[None]) for m in self.members]
         pasts = [past_log_mel(context, m.spec.features, past_frames)[None] for m in self.members]
         tail = context[start:]
         members = zip(self.members, pasts, strict=True)
         fixed = [m.hop_fixed.run(past)[0] if m.hop_crop else None for m, past in members]
 
-        def gradient(_done: int, delta: np.ndarray) -> np.ndarray:
+        def gradient(delta: np.ndarray) -> np.ndarray:
             current = (tail + delta)[None]
             grad = np.zeros_like(tail)
             for member, past, fix, target in zip(self.members, pasts, fixed, targets, strict=True):
@@ -543,11 +557,56 @@ class Masker:
                     grad += member.hop_crop.run(crop, current, fix, target)[1][0]
             return grad
 
-        delta = np.zeros_like(context)
-        delta[start:] = self._sign_steps(
-            bound[start:], steps, gradient, fixed_signs(len(context))[start:], tail
-        )
-        return delta
+        return start, gradient
+
+    def rebalance_hop(
+        self,
+        context: np.ndarray,
+        clean: np.ndarray,
+        hop_samples: int,
+        origin: int,
+        chosen: dict[int, np.ndarray],
+    ) -> np.ndarray:
+        """The gain stage on a stream hop: the new hop (the last `hop_samples` of the window
+        `context`, the past as sent) re-balanced by the gain field, returned [hop_samples].
+
+        The field runs on the raw audio `clean` (the window before masking) from N_FFT
+        samples before the hop, so the hop's first frames see their real past. Its grid is
+        the stream's: `origin` is the stream sample index of context[0], and `chosen` (cell
+        index -> its gains in dB [bands]) holds every cell the audio already sent used.
+        Those stay as they were, so each band's gain ramps on from the value already sent;
+        the cells after them are chosen here (GAIN_STEPS I-FGSM steps through the hop
+        graphs, like the mask's steps) and added to `chosen`. Being causal, the hop's last
+        frames see zeros for the future: only there does the output differ from the file
+        path's field with the same cells."""
+        from plainsight.gainfield import GainField
+        from plainsight.shaping import N_FFT
+
+        context = np.asarray(context, np.float32)
+        clean = np.asarray(clean, np.float32)
+        span = min(len(clean), hop_samples + N_FFT)
+        origin_s = (origin + len(clean) - span) / self.sample_rate
+        field = GainField(clean[-span:], self.sample_rate, origin_s=origin_s)
+        cells = field.first_cell + np.arange(field.cells)
+        zero = np.zeros(field.shape[0], np.float32)
+        g_held = np.stack([chosen.get(k, zero) for k in cells], axis=1)
+        free = np.array([k not in chosen for k in cells], np.float32)[None, :]
+        start, gradient = self._hop_gradient(context, clean, hop_samples)
+        raw_hop = clean[-hop_samples:]
+        direction = 1.0 if self.objective == "untargeted" else -1.0
+        step = min(1.0, 2.0 / GAIN_STEPS)
+        u = np.zeros(field.shape, np.float32)
+        grad_y = np.zeros(span, np.float32)
+        tail_delta = np.zeros(len(context) - start, np.float32)
+        for _ in range(GAIN_STEPS):
+            g = g_held + self.gain_db * u * free
+            tail_delta[-hop_samples:] = field(g)[-hop_samples:] - raw_hop
+            grad_y[-hop_samples:] = gradient(tail_delta)[-hop_samples:]
+            grad = field.gradient(g, grad_y)
+            u = np.clip(u + direction * step * np.sign(grad) * free, -1.0, 1.0)
+        g = g_held + self.gain_db * u * free
+        chosen.update((int(k), g[:, j].copy()) for j, k in enumerate(cells))
+        return field(g)[-hop_samples:].astype(np.float32)
 
     def budget(
         self, windows: np.ndarray, valid: np.ndarray, lsb: float | None = None

@@ -23,7 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+from plainsight.gainfield import CELL_S
 from plainsight.resample import resample
+from plainsight.shaping import N_FFT
 
 DEFAULT_HOP_MS = 250.0  # the latency; the bundled models ship a hop graph for it
 FAIL_AFTER_ENV = "PLAINSIGHT_TEST_FAIL_AFTER"  # test hook: model run fails after N frames
@@ -64,11 +66,6 @@ class StreamProcessor:
     """
 
     def __init__(self, masker, rate: int = 16000, hop_ms: float = DEFAULT_HOP_MS):
-        if getattr(masker, "gain_db", 0.0):
-            raise ValueError(
-                "the gain stage (--mask-gain-db) runs on files only (plainsight mask), "
-                "not on a stream"
-            )
         self.masker = masker
         self.rate = int(rate)
         model_rate, window = masker.sample_rate, masker.window
@@ -83,6 +80,8 @@ class StreamProcessor:
         self.raw16 = np.zeros(window, np.float32)
         self.delta16 = np.zeros(window, np.float32)  # perturbation already sent
         self.seen16 = 0
+        self.total16 = 0  # model-rate samples so far: the gain stage's stream clock
+        self.gain_cells: dict[int, np.ndarray] = {}  # gain grid cells already used (dB)
         self.pending = np.zeros(0, "<i2")
         self.neutralizer = None
         if getattr(masker, "privacy", "mask") == "neutralize":
@@ -169,17 +168,31 @@ class StreamProcessor:
         self.raw16 = np.concatenate([self.raw16[n16:], new16]).astype(np.float32)
         self.delta16 = np.concatenate([self.delta16[n16:], np.zeros(n16, np.float32)])
         self.seen16 = min(self.seen16 + n16, len(self.raw16))
+        self.total16 += n16
         self.frames += 1
         return n16
 
     def _attack(self, n16: int) -> np.ndarray:
+        """The hop's change [n16] at the model rate: the gain stage's (if on), then the mask."""
         m = self.masker
+        context = self.raw16 + self.delta16  # what listeners got, plus the new raw hop
+        source = self.raw16
+        gain_change = 0.0
+        if m.gain_db:
+            origin = self.total16 - m.window
+            gained = m.rebalance_hop(context, self.raw16, n16, origin, self.gain_cells)
+            gain_change = gained - self.raw16[-n16:]
+            context[-n16:] = gained
+            source = context  # the mask's budget follows the re-balanced hop
+            # the next hop's field starts at most N_FFT samples before it
+            oldest = (self.total16 - n16 - N_FFT) // round(m.sample_rate * CELL_S) - 1
+            for cell in [k for k in self.gain_cells if k < oldest]:
+                del self.gain_cells[cell]
         valid = np.zeros(m.window, np.float32)
         valid[m.window - self.seen16 :] = 1.0
-        bound = m.budget(self.raw16[None], valid[None])[0]
+        bound = m.budget(source[None], valid[None])[0]
         bound[: m.window - n16] = 0.0  # the past is already out
-        context = self.raw16 + self.delta16  # what listeners got, plus the new raw hop
-        return m.perturb_hop(context, bound, self.raw16, n16)
+        return gain_change + m.perturb_hop(context, bound, self.raw16, n16)[-n16:]
 
 
 class StatusFile:
