@@ -9,6 +9,8 @@
    One stream hop = 1 forward call (the untargeted objective's own prediction) + `steps`
    calls of the stream's step graph: hop_crop (plus one hop_fixed call per hop) or hop where
    the model ships them for the hop size, else the grad graph on the window ending with it.
+   A preset with the gain stage (`rebalance`) adds GAIN_STEPS calls of the same step graph
+   and a second hop_fixed call per hop.
 2. x86: `plainsight bench` (1 thread, onnx) for the stream real-time factor, plus the time
    of the graph calls alone, so the non-graph (numpy) share is known.
 3. Cortex-A72 (Raspberry Pi 4, 1.5 GHz) estimate, basis printed with the numbers:
@@ -134,6 +136,15 @@ def time_graphs(spec, threads: int = 1, repeats: int = 20) -> dict:
     return out
 
 
+def stream_graph_calls(settings: dict) -> tuple[int, int]:
+    """(step-graph calls, once-per-hop hop_fixed calls) per stream hop of a masker's settings
+    or a preset: the mask's steps, plus the gain stage's when it is on."""
+    from plainsight.masker import GAIN_STEPS
+
+    gain = bool(settings.get("gain_db"))
+    return settings["stream_steps"] + GAIN_STEPS * gain, 1 + gain
+
+
 def time_stream_hop(
     strength: str, hop_ms: float, hops: int = 24, privacy: str = "mask"
 ) -> tuple[float, float]:
@@ -195,7 +206,7 @@ def estimate(seconds: float, privacy: str = "mask", strength: str | None = None)
     from plainsight.manifest import bundled_models
 
     bench_result = bench(seconds, privacy, strength)
-    steps = bench_result["settings"]["stream_steps"]
+    steps, fixed_calls = stream_graph_calls(bench_result["settings"])
     hop_s = bench_result["stream_hop_ms"] / 1000
     ghz = cpu_ghz()
     x86_peak = ghz * AVX2_MAC_PER_CYCLE  # GMAC/s
@@ -217,8 +228,8 @@ def estimate(seconds: float, privacy: str = "mask", strength: str | None = None)
         if step_graph == "hop_crop":
             per_hop = count_macs(spec.graph_file("hop_fixed", "onnx"), 0, c)
         ms = time_graphs(spec)
-        hop_macs = fwd["total"] + per_hop["total"] + steps * step["total"]
-        graph_ms = ms["forward"] + ms.get("hop_fixed", 0) * bool(per_hop["total"])
+        hop_macs = fwd["total"] + fixed_calls * per_hop["total"] + steps * step["total"]
+        graph_ms = ms["forward"] + fixed_calls * ms.get("hop_fixed", 0) * bool(per_hop["total"])
         graph_ms += steps * ms[step_graph]
         x86_eff = hop_macs / (graph_ms / 1000) / 1e9  # GMAC/s reached on x86
         efficiency = x86_eff / x86_peak
@@ -262,8 +273,9 @@ def estimate(seconds: float, privacy: str = "mask", strength: str | None = None)
             for hop_ms in (250, 500):
                 fits = default["hop_graph_samples"] == round(hop_ms * default["sample_rate"] / 1000)
                 step = default["step_macs" if fits else "grad_macs"]["total"]
-                macs = default["forward_macs"]["total"] + preset["stream_steps"] * step
-                macs += default["per_hop_macs"]["total"] if fits else 0
+                calls, fixed_calls = stream_graph_calls(preset)
+                macs = default["forward_macs"]["total"] + calls * step
+                macs += fixed_calls * default["per_hop_macs"]["total"] if fits else 0
                 shares = [
                     round((macs / eff * 1000 + numpy_ms * SCALAR_SLOWDOWN) / hop_ms, 3)
                     for eff in (a72_eff, A72_CONSERVATIVE_GMACS * 1e9)
@@ -271,7 +283,7 @@ def estimate(seconds: float, privacy: str = "mask", strength: str | None = None)
                 settings_table.append(
                     {
                         "strength": strength,
-                        "steps": preset["stream_steps"],
+                        "steps": calls,
                         "hop_ms": hop_ms,
                         "step_graph": default["step_graph"] if fits else "grad",
                         "macs_per_hop": macs,
@@ -315,9 +327,10 @@ def report(r: dict) -> str:
     x, a = r["x86"], r["a72"]
     s = x["bench"]["settings"]
     lines = [
-        f"default stream setting: {'+'.join(s['models'])}, {s['method']} {s['stream_steps']} "
-        f"steps ({s['objective']}: 1 forward + {s['stream_steps']} step-graph calls per "
-        f"hop), hop {x['bench']['hop_ms']:.0f} ms, privacy tier {r.get('privacy', 'mask')}",
+        f"stream setting: {'+'.join(s['models'])}, {s['method']} {s['stream_steps']} "
+        f"steps{' after the gain stage' if s.get('gain_db') else ''} ({s['objective']}: 1 "
+        f"forward + {stream_graph_calls(s)[0]} step-graph calls per hop), "
+        f"hop {x['bench']['hop_ms']:.0f} ms, privacy tier {r.get('privacy', 'mask')}",
         "",
         "model                forward MACs   grad MACs   step graph MACs     MACs/hop   "
         "x86 fwd/grad/step ms  x86 GMAC/s (% peak)  A72 graph ms/hop",
@@ -349,7 +362,11 @@ def report(r: dict) -> str:
         f"({'met' if a['meets_goal_conservative'] else 'NOT met'})",
     ]
     if r["a72_settings"]:
-        lines += ["", "A72 estimate by setting (share of one Pi 4 core; latency = hop):"]
+        lines += [
+            "",
+            "A72 estimate by setting (share of one Pi 4 core; latency = hop; "
+            "the numpy share is the measured setting's):",
+        ]
         for row in r["a72_settings"]:
             lines.append(
                 f"  strength {row['strength']:6s} ({row['steps']} steps of the {row['step_graph']} "
