@@ -566,6 +566,7 @@ class Masker:
         hop_samples: int,
         origin: int,
         chosen: dict[int, np.ndarray],
+        ahead: np.ndarray | None = None,
     ) -> np.ndarray:
         """The gain stage on a stream hop: the new hop (the last `hop_samples` of the window
         `context`, the past as sent) re-balanced by the gain field, returned [hop_samples].
@@ -576,9 +577,10 @@ class Masker:
         index -> its gains in dB [bands]) holds every cell the audio already sent used.
         Those stay as they were, so each band's gain ramps on from the value already sent;
         the cells after them are chosen here (GAIN_STEPS I-FGSM steps through the hop
-        graphs, like the mask's steps) and added to `chosen`. Being causal, the hop's last
-        frames see zeros for the future: only there does the output differ from the file
-        path's field with the same cells."""
+        graphs, like the mask's steps) and added to `chosen`. `ahead` is the raw audio after
+        the hop that the stream holds back (gainfield.LOOKAHEAD samples), so that the hop's
+        last frames are whole: the hop then gets exactly the file path's field with the same
+        cells (up to frame alignment). Without it those frames see zeros."""
         from plainsight.gainfield import GainField
         from plainsight.shaping import N_FFT
 
@@ -586,7 +588,11 @@ class Masker:
         clean = np.asarray(clean, np.float32)
         span = min(len(clean), hop_samples + N_FFT)
         origin_s = (origin + len(clean) - span) / self.sample_rate
-        field = GainField(clean[-span:], self.sample_rate, origin_s=origin_s)
+        ahead = np.zeros(0, np.float32) if ahead is None else np.asarray(ahead, np.float32)
+        field = GainField(
+            np.concatenate([clean[-span:], ahead]), self.sample_rate, origin_s=origin_s
+        )
+        hop = slice(span - hop_samples, span)
         cells = field.first_cell + np.arange(field.cells)
         zero = np.zeros(field.shape[0], np.float32)
         g_held = np.stack([chosen.get(k, zero) for k in cells], axis=1)
@@ -596,17 +602,17 @@ class Masker:
         direction = 1.0 if self.objective == "untargeted" else -1.0
         step = min(1.0, 2.0 / GAIN_STEPS)
         u = np.zeros(field.shape, np.float32)
-        grad_y = np.zeros(span, np.float32)
+        grad_y = np.zeros(field.n, np.float32)
         tail_delta = np.zeros(len(context) - start, np.float32)
         for _ in range(GAIN_STEPS):
             g = g_held + self.gain_db * u * free
-            tail_delta[-hop_samples:] = field(g)[-hop_samples:] - raw_hop
-            grad_y[-hop_samples:] = gradient(tail_delta)[-hop_samples:]
+            tail_delta[-hop_samples:] = field(g)[hop] - raw_hop
+            grad_y[hop] = gradient(tail_delta)[-hop_samples:]
             grad = field.gradient(g, grad_y)
             u = np.clip(u + direction * step * np.sign(grad) * free, -1.0, 1.0)
         g = g_held + self.gain_db * u * free
         chosen.update((int(k), g[:, j].copy()) for j, k in enumerate(cells))
-        return field(g)[-hop_samples:].astype(np.float32)
+        return field(g)[hop].astype(np.float32)
 
     def budget(
         self, windows: np.ndarray, valid: np.ndarray, lsb: float | None = None

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from plainsight.gainfield import CELL_S
+from plainsight.gainfield import CELL_S, LOOKAHEAD
 from plainsight.resample import resample
 from plainsight.shaping import N_FFT
 
@@ -82,6 +82,9 @@ class StreamProcessor:
         self.seen16 = 0
         self.total16 = 0  # model-rate samples so far: the gain stage's stream clock
         self.gain_cells: dict[int, np.ndarray] = {}  # gain grid cells already used (dB)
+        # the gain stage's look-ahead: input held back so that a hop's last frames are whole
+        ahead = self.unit * ceil(LOOKAHEAD / self.unit16) if masker.gain_db else 0
+        self.ahead = np.zeros(ahead, "<i2")
         self.pending = np.zeros(0, "<i2")
         self.neutralizer = None
         if getattr(masker, "privacy", "mask") == "neutralize":
@@ -98,9 +101,10 @@ class StreamProcessor:
     @property
     def latency_samples(self) -> int:
         """Added latency at `rate`: one hop, plus the neutralize look-ahead under that tier
-        (the first `delay` output samples are silence, the last `delay` input samples are
-        never sent)."""
-        return self.hop + (self.neutralizer.delay if self.neutralizer is not None else 0)
+        and the gain stage's (16 ms) with it (the first such output samples are silence,
+        the last such input samples are never sent)."""
+        delay = self.neutralizer.delay if self.neutralizer is not None else 0
+        return self.hop + delay + len(self.ahead)
 
     @property
     def same_rate(self) -> bool:
@@ -129,6 +133,9 @@ class StreamProcessor:
         padded = np.pad(np.asarray(pcm, "<i2"), (0, padded_len - n))
         if self.neutralizer is not None:  # the mask works on the neutralised hop
             padded = to_pcm(self.neutralizer.process(padded / SCALE))
+        if len(self.ahead):  # the gain stage's look-ahead delays the hop
+            joined = np.concatenate([self.ahead, padded])
+            padded, self.ahead = joined[: len(padded)], joined[len(padded) :]
         new = padded.astype(np.float32) / SCALE
         n16 = self._ingest(new)
         if self._fail_after is not None and self.frames > self._fail_after:
@@ -180,7 +187,11 @@ class StreamProcessor:
         gain_change = 0.0
         if m.gain_db:
             origin = self.total16 - m.window
-            gained = m.rebalance_hop(context, self.raw16, n16, origin, self.gain_cells)
+            ahead = self.ahead.astype(np.float32) / SCALE
+            if not self.same_rate:
+                both = np.concatenate([self.tail, ahead])
+                ahead = resample(both, self.rate, m.sample_rate)[self.context_16 :]
+            gained = m.rebalance_hop(context, self.raw16, n16, origin, self.gain_cells, ahead)
             gain_change = gained - self.raw16[-n16:]
             context[-n16:] = gained
             source = context  # the mask's budget follows the re-balanced hop
