@@ -177,6 +177,27 @@ def test_stream_path_scores_what_the_stream_cli_sends(tmp_path):
     np.testing.assert_allclose(snrs, expected, atol=0.05)
 
 
+def test_stream_path_aligns_a_look_ahead_with_the_input(tmp_path):
+    """The gain stage holds back 16 ms: the stream path scores the output shifted back by
+    it (what was sent against what was said), the never-sent end as silence."""
+    from plainsight.evaluate.run import stream_clips
+    from plainsight.masker import Masker
+    from plainsight.stream import SCALE, StreamProcessor, to_pcm
+
+    masker = Masker(model=str(build_toy_model(tmp_path / "toy")), gain_db=3.0, **TOY_MASKER)
+    clips = toy_clips(2)
+    for clip, out in zip(clips, stream_clips(masker, clips, TOY_HOP_MS).audios, strict=True):
+        proc = StreamProcessor(masker, RATE, TOY_HOP_MS)
+        pcm = to_pcm(clip.audio)
+        sent = np.concatenate([*proc.push(pcm), proc.flush()])
+        delay = proc.latency_samples - proc.hop
+        assert delay == 256 and len(out) == len(pcm)
+        np.testing.assert_array_equal(to_pcm(out[:-delay]), sent[delay:])
+        assert not np.any(out[-delay:])
+        aligned = 10 * np.log10(np.sum(pcm.astype(float) ** 2) / np.sum((out * SCALE - pcm) ** 2))
+        assert aligned > 3.0  # the gain stage's change, not a 16 ms misalignment
+
+
 def test_mask_and_stream_paths_differ_and_both_keep_length(tmp_path):
     from plainsight.evaluate.run import EvalConfig, evaluate
 

@@ -226,7 +226,8 @@ def path_line(result: dict) -> str:
     st = result["stream"]
     return (
         f"stream (S16_LE PCM through StreamProcessor, hop {st['hop_ms']:g} ms, fed in "
-        f"{st['chunk_samples']}-sample chunks; clean = {st['clean_reference']})."
+        f"{st['chunk_samples']}-sample chunks; clean = {st['clean_reference']}; output "
+        f"aligned with it by the stream's look-ahead, {st.get('output_aligned_by_ms', 0):g} ms)."
     )
 
 

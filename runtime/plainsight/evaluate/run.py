@@ -179,7 +179,8 @@ def _uars(reports: dict) -> dict:
 
 def stream_clips(masker: Masker, clips: list[Clip], hop_ms: float, progress=None) -> Condition:
     """Each clip as S16_LE PCM through a fresh StreamProcessor, fed in device-sized chunks,
-    then flushed at EOF (as `plainsight stream` does); the output as the device sends it."""
+    then flushed at EOF (as `plainsight stream` does); the output as the device sends it,
+    aligned with the input by the stream's look-ahead (silence where it sent nothing)."""
     out, spent = [], 0.0
     for clip in clips:
         pcm = to_pcm(clip.audio)
@@ -195,6 +196,10 @@ def stream_clips(masker: Masker, clips: list[Clip], hop_ms: float, progress=None
             raise RuntimeError(
                 f"stream sent {len(sent)} samples for {len(pcm)} of {clip.utt.path.name}"
             )
+        # Score what was sent against what was said: a look-ahead (the neutralize tier's, the
+        # gain stage's) delays the output, and the last `delay` samples are never sent.
+        delay = processor.latency_samples - processor.hop
+        sent = np.concatenate([sent[delay:], np.zeros(delay, sent.dtype)])
         out.append(sent.astype(np.float32) / SCALE)
         if progress is not None:
             progress.update(1)
@@ -284,6 +289,12 @@ def evaluate(cfg: EvalConfig) -> dict:
                 "hop_ms": cfg.hop_ms,
                 "chunk_samples": DEVICE_CHUNK,
                 "clean_reference": "the clip as S16_LE PCM (what the stream receives)",
+                "output_aligned_by_ms": round(
+                    1000 * (StreamProcessor(masker, SAMPLE_RATE, cfg.hop_ms).latency_samples)
+                    / SAMPLE_RATE
+                    - cfg.hop_ms,
+                    1,
+                ),
             }
         bar.stage(f"masking ({cfg.path})")
         masked = _mask_path(cfg, masker, clips, bar)
