@@ -3,8 +3,9 @@
     arecord -f S16_LE -r 16000 -c 1 -t raw | plainsight stream | <assistant input>
 
 Causal: each hop (default 250 ms) is perturbed with the model window that ends with it,
-so the added latency is one hop (plus 140 ms of look-ahead with --privacy neutralize, whose
-first 140 ms out are silence and whose last 140 ms in are not sent). Fails closed: if the
+so the added latency is one hop, plus a look-ahead whose first samples out are silence and
+whose last samples in are not sent: 140 ms with --privacy neutralize, 16 ms with the gain
+stage (--mask-strength rebalance, --mask-gain-db). Fails closed: if the
 model or the neutralize stage cannot load or run, or a hop with signal would go out
 unchanged, raw audio is never forwarded (default: exit non-zero; --on-error silence:
 write zeros instead).
