@@ -9,8 +9,7 @@
    One stream hop = 1 forward call (the untargeted objective's own prediction) + `steps`
    calls of the stream's step graph: hop_crop (plus one hop_fixed call per hop) or hop where
    the model ships them for the hop size, else the grad graph on the window ending with it.
-   A preset with the gain stage (`rebalance`) adds GAIN_STEPS calls of the same step graph
-   and a second hop_fixed call per hop.
+   A preset with the gain stage (`rebalance`) adds GAIN_STEPS calls of the same step graph.
 2. x86: `plainsight bench` (1 thread, onnx) for the stream real-time factor, plus the time
    of the graph calls alone, so the non-graph (numpy) share is known.
 3. Cortex-A72 (Raspberry Pi 4, 1.5 GHz) estimate, basis printed with the numbers:
@@ -138,11 +137,11 @@ def time_graphs(spec, threads: int = 1, repeats: int = 20) -> dict:
 
 def stream_graph_calls(settings: dict) -> tuple[int, int]:
     """(step-graph calls, once-per-hop hop_fixed calls) per stream hop of a masker's settings
-    or a preset: the mask's steps, plus the gain stage's when it is on."""
+    or a preset: the mask's steps, plus the gain stage's when it is on (which shares the
+    mask's hop_fixed call: it leaves the past as it was)."""
     from plainsight.masker import GAIN_STEPS
 
-    gain = bool(settings.get("gain_db"))
-    return settings["stream_steps"] + GAIN_STEPS * gain, 1 + gain
+    return settings["stream_steps"] + GAIN_STEPS * bool(settings.get("gain_db")), 1
 
 
 def time_stream_hop(

@@ -223,6 +223,28 @@ def test_stream_gain_equals_the_whole_clips_field_at_the_hop_seams(monkeypatch):
         assert 10 * np.log10(speech / max(seam, 1e-20)) > 40.0, f"seam at {end}"
 
 
+def test_the_gain_stage_and_the_mask_share_one_hop_fixed_call_per_hop(monkeypatch):
+    """The gain stage leaves the past as it was: its steps and the mask's reuse one
+    `hop_past` (one hop_fixed call per hop, as without the stage)."""
+    from plainsight.masker import GAIN_STEPS, Masker
+    from test_runtime_toymodel import bundled_model_dir
+    from test_stream_runtime import processor_output, speechlike_pcm
+
+    masker = Masker(model=bundled_model_dir(), backend="onnx", gain_db=3.0)
+    member = masker.members[0]
+    calls = {"hop_fixed": 0, "hop_crop": 0}
+    for name in calls:
+        run = getattr(member, name).run
+
+        def counted(*args, name=name, run=run):
+            calls[name] += 1
+            return run(*args)
+
+        monkeypatch.setattr(getattr(member, name), "run", counted)
+    processor_output(masker, speechlike_pcm(1.0)[:8000], [])
+    assert calls == {"hop_fixed": 2, "hop_crop": 2 * (masker.stream_steps + GAIN_STEPS)}
+
+
 def test_rebalance_hop_moves_the_window_toward_neutral(gain_masker):
     from plainsight.masker import softmax
 

@@ -289,8 +289,8 @@ def test_every_hop_of_a_stream_gets_the_window_graphs_perturbation(monkeypatch):
     agree = []
     real = fast.perturb_hop
 
-    def both(context, bound, clean, hop_samples):
-        a = real(context, bound, clean, hop_samples)
+    def both(context, bound, clean, hop_samples, past=None):
+        a = real(context, bound, clean, hop_samples, past)
         b = slow.perturb_hop(context, bound, clean, hop_samples)
         agree.append(np.mean(a[-hop_samples:] == b[-hop_samples:]))
         return a

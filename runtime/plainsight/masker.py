@@ -505,14 +505,21 @@ class Masker:
         )
 
     def perturb_hop(
-        self, context: np.ndarray, bound: np.ndarray, clean: np.ndarray, hop_samples: int
+        self,
+        context: np.ndarray,
+        bound: np.ndarray,
+        clean: np.ndarray,
+        hop_samples: int,
+        past: tuple | None = None,
     ) -> np.ndarray:
         """The stream's perturbation [N] of one model window `context` [N]: the past already
         sent, then the new hop (its last `hop_samples`); `bound` [N] is 0 on the past,
-        `clean` the window before masking; `stream_steps` steps (see `_hop_gradient`)."""
+        `clean` the window before masking; `stream_steps` steps (see `_hop_gradient`;
+        `past`: `hop_past` of this window, if already computed)."""
         context = np.asarray(context, np.float32)
         bound = np.asarray(bound, np.float32)
-        start, gradient = self._hop_gradient(context, np.asarray(clean, np.float32), hop_samples)
+        clean = np.asarray(clean, np.float32)
+        start, gradient = self._hop_gradient(context, clean, hop_samples, past)
         delta = np.zeros_like(context)
         delta[start:] = self._sign_steps(
             bound[start:],
@@ -523,28 +530,41 @@ class Masker:
         )
         return delta
 
-    def _hop_gradient(self, context: np.ndarray, clean: np.ndarray, hop_samples: int):
+    def hop_past(self, context: np.ndarray, hop_samples: int) -> tuple | None:
+        """What every step of a stream hop reuses, computed once per hop from the audio
+        already sent (the window `context` before its last `hop_samples`): each model's
+        past log-mel frames and, for the cropped graphs, hop_fixed's sums of them. None
+        where the models ship no hop graph for this hop size."""
+        if not self.hop_graphs_fit(hop_samples):
+            return None
+        past_frames = self.members[0].hop_layout["past_frames"]
+        context = np.asarray(context, np.float32)
+        pasts = [past_log_mel(context, m.spec.features, past_frames)[None] for m in self.members]
+        members = zip(self.members, pasts, strict=True)
+        fixed = [m.hop_fixed.run(past)[0] if m.hop_crop else None for m, past in members]
+        return pasts, fixed
+
+    def _hop_gradient(
+        self, context: np.ndarray, clean: np.ndarray, hop_samples: int, past: tuple | None = None
+    ):
         """(start, gradient): d loss / d context[start:] at context[start:] + delta, for a
         stream hop's window `context` whose last `hop_samples` are the new hop.
 
         Where the models ship a hop graph for this hop size, a call computes only the
         spectrogram frames the hop touches (the past's log-mel is computed once per hop,
-        here, from the audio already sent): the same gradient as the window graph on the
-        hop (up to float rounding) at about half the multiply-adds. A model that also ships
-        hop_fixed + hop_crop runs its convolutions only on the frames whose pooled outputs
-        the hop can change, after one hop_fixed call per hop sums the others: about a
-        quarter of the window graph's multiply-adds. Otherwise the window graph runs
+        `hop_past`, from the audio already sent): the same gradient as the window graph on
+        the hop (up to float rounding) at about half the multiply-adds. A model that also
+        ships hop_fixed + hop_crop runs its convolutions only on the frames whose pooled
+        outputs the hop can change, after one hop_fixed call per hop sums the others: about
+        a quarter of the window graph's multiply-adds. Otherwise the window graph runs
         (start 0)."""
         targets = [self._targets(m, clean[None]) for m in self.members]
         if not self.hop_graphs_fit(hop_samples):
             index = np.arange(self.window)[None, :]
             return 0, lambda delta: self._summed_gradient(context + delta, index, targets)
-        layout = self.members[0].hop_layout
-        start, past_frames = layout["tail_start"], layout["past_frames"]
-        pasts = [past_log_mel(context, m.spec.features, past_frames)[None] for m in self.members]
+        pasts, fixed = self.hop_past(context, hop_samples) if past is None else past
+        start = self.members[0].hop_layout["tail_start"]
         tail = context[start:]
-        members = zip(self.members, pasts, strict=True)
-        fixed = [m.hop_fixed.run(past)[0] if m.hop_crop else None for m, past in members]
 
         def gradient(delta: np.ndarray) -> np.ndarray:
             current = (tail + delta)[None]
@@ -567,6 +587,7 @@ class Masker:
         origin: int,
         chosen: dict[int, np.ndarray],
         ahead: np.ndarray | None = None,
+        past: tuple | None = None,
     ) -> np.ndarray:
         """The gain stage on a stream hop: the new hop (the last `hop_samples` of the window
         `context`, the past as sent) re-balanced by the gain field, returned [hop_samples].
@@ -580,7 +601,8 @@ class Masker:
         graphs, like the mask's steps) and added to `chosen`. `ahead` is the raw audio after
         the hop that the stream holds back (gainfield.LOOKAHEAD samples), so that the hop's
         last frames are whole: the hop then gets exactly the file path's field with the same
-        cells (up to frame alignment). Without it those frames see zeros."""
+        cells (up to frame alignment). Without it those frames see zeros. `past`: as for
+        `perturb_hop`."""
         from plainsight.gainfield import GainField
         from plainsight.shaping import N_FFT
 
@@ -597,7 +619,7 @@ class Masker:
         zero = np.zeros(field.shape[0], np.float32)
         g_held = np.stack([chosen.get(k, zero) for k in cells], axis=1)
         free = np.array([k not in chosen for k in cells], np.float32)[None, :]
-        start, gradient = self._hop_gradient(context, clean, hop_samples)
+        start, gradient = self._hop_gradient(context, clean, hop_samples, past)
         raw_hop = clean[-hop_samples:]
         direction = 1.0 if self.objective == "untargeted" else -1.0
         step = min(1.0, 2.0 / GAIN_STEPS)

@@ -185,13 +185,14 @@ class StreamProcessor:
         context = self.raw16 + self.delta16  # what listeners got, plus the new raw hop
         source = self.raw16
         gain_change = 0.0
+        past = m.hop_past(context, n16)  # the gain stage leaves the past as it was
         if m.gain_db:
             origin = self.total16 - m.window
             ahead = self.ahead.astype(np.float32) / SCALE
             if not self.same_rate:
                 both = np.concatenate([self.tail, ahead])
                 ahead = resample(both, self.rate, m.sample_rate)[self.context_16 :]
-            gained = m.rebalance_hop(context, self.raw16, n16, origin, self.gain_cells, ahead)
+            gained = m.rebalance_hop(context, self.raw16, n16, origin, self.gain_cells, ahead, past)
             gain_change = gained - self.raw16[-n16:]
             context[-n16:] = gained
             source = context  # the mask's budget follows the re-balanced hop
@@ -203,7 +204,7 @@ class StreamProcessor:
         valid[m.window - self.seen16 :] = 1.0
         bound = m.budget(source[None], valid[None])[0]
         bound[: m.window - n16] = 0.0  # the past is already out
-        return gain_change + m.perturb_hop(context, bound, self.raw16, n16)[-n16:]
+        return gain_change + m.perturb_hop(context, bound, self.raw16, n16, past)[-n16:]
 
 
 class StatusFile:

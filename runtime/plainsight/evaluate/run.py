@@ -285,16 +285,13 @@ def evaluate(cfg: EvalConfig) -> dict:
             "listener_offset_ms": cfg.listener_offset_ms,
         }
         if cfg.path == "stream":
+            probe = StreamProcessor(masker, SAMPLE_RATE, cfg.hop_ms)
+            look_ahead = probe.latency_samples - probe.hop
             result["stream"] = {
                 "hop_ms": cfg.hop_ms,
                 "chunk_samples": DEVICE_CHUNK,
                 "clean_reference": "the clip as S16_LE PCM (what the stream receives)",
-                "output_aligned_by_ms": round(
-                    1000 * (StreamProcessor(masker, SAMPLE_RATE, cfg.hop_ms).latency_samples)
-                    / SAMPLE_RATE
-                    - cfg.hop_ms,
-                    1,
-                ),
+                "output_aligned_by_ms": round(1000 * look_ahead / SAMPLE_RATE, 1),
             }
         bar.stage(f"masking ({cfg.path})")
         masked = _mask_path(cfg, masker, clips, bar)
