@@ -150,7 +150,8 @@ class VanishingMasker:
     def perturb(self, windows, bound, clean=None, steps=None):
         return np.full_like(np.asarray(windows, np.float32), self.value)
 
-    def perturb_hop(self, context, bound, clean, hop_samples):  # the stream's entry point
+    # the stream's entry point
+    def perturb_hop(self, context, bound, clean, hop_samples, past=None):
         return np.full_like(np.asarray(context, np.float32), self.value)
 
 
