@@ -168,9 +168,8 @@ class StreamProcessor:
         if self.same_rate:
             new16 = new
         else:
-            both = np.concatenate([self.tail, new])
-            new16 = resample(both, self.rate, self.masker.sample_rate)[self.context_16 :]
-            self.tail = both[-self.context :]
+            new16 = self._after_tail_at_model_rate(new)
+            self.tail = np.concatenate([self.tail, new])[-self.context :]
         n16 = len(new16)
         self.raw16 = np.concatenate([self.raw16[n16:], new16]).astype(np.float32)
         self.delta16 = np.concatenate([self.delta16[n16:], np.zeros(n16, np.float32)])
@@ -187,24 +186,36 @@ class StreamProcessor:
         gain_change = 0.0
         past = m.hop_past(context, n16)  # the gain stage leaves the past as it was
         if m.gain_db:
-            origin = self.total16 - m.window
-            ahead = self.ahead.astype(np.float32) / SCALE
-            if not self.same_rate:
-                both = np.concatenate([self.tail, ahead])
-                ahead = resample(both, self.rate, m.sample_rate)[self.context_16 :]
-            gained = m.rebalance_hop(context, self.raw16, n16, origin, self.gain_cells, ahead, past)
+            gained = self._rebalance(context, n16, past)
             gain_change = gained - self.raw16[-n16:]
             context[-n16:] = gained
             source = context  # the mask's budget follows the re-balanced hop
-            # the next hop's field starts at most N_FFT samples before it
-            oldest = (self.total16 - n16 - N_FFT) // round(m.sample_rate * CELL_S) - 1
-            for cell in [k for k in self.gain_cells if k < oldest]:
-                del self.gain_cells[cell]
         valid = np.zeros(m.window, np.float32)
         valid[m.window - self.seen16 :] = 1.0
         bound = m.budget(source[None], valid[None])[0]
         bound[: m.window - n16] = 0.0  # the past is already out
         return gain_change + m.perturb_hop(context, bound, self.raw16, n16, past)[-n16:]
+
+    def _rebalance(self, context: np.ndarray, n16: int, past) -> np.ndarray:
+        """The gain stage's hop [n16] (Masker.rebalance_hop) on the stream's grid; cells the
+        next hop's field cannot reach (it starts at most N_FFT samples before it) are
+        forgotten."""
+        m = self.masker
+        ahead = self.ahead.astype(np.float32) / SCALE
+        if not self.same_rate:
+            ahead = self._after_tail_at_model_rate(ahead)
+        origin = self.total16 - m.window
+        gained = m.rebalance_hop(context, self.raw16, n16, origin, self.gain_cells, ahead, past)
+        oldest = (self.total16 - n16 - N_FFT) // round(m.sample_rate * CELL_S) - 1
+        for cell in [k for k in self.gain_cells if k < oldest]:
+            del self.gain_cells[cell]
+        return gained
+
+    def _after_tail_at_model_rate(self, samples: np.ndarray) -> np.ndarray:
+        """`samples` (what follows `tail` at `rate`) at the model rate, resampled with the
+        tail as the resampler's left context."""
+        both = np.concatenate([self.tail, samples])
+        return resample(both, self.rate, self.masker.sample_rate)[self.context_16 :]
 
 
 class StatusFile:
