@@ -273,3 +273,19 @@ def test_stream_gain_crafting_is_causal_and_keeps_length():
     off = T.Method("off", [], gain_db=1e-9, random=True)
     quiet = T.craft_stream_gain(audio, [], off, np.random.default_rng(0))
     assert np.abs(quiet).max() < 1e-5  # no gain: the audio itself
+
+
+def test_stream_gain_lookahead_sees_only_its_lookahead():
+    audio = _speechy(21000)
+    method = T.Method("gain-la", ["toy"], steps=3, gain_db=3.0, lookahead=4000)
+    surrogate = _surrogate()
+    delta = T.craft_stream_gain(audio, [surrogate], method, np.random.default_rng(0))
+    assert delta.shape == audio.shape
+    # hops 0 and 1 (to sample 8000) may use input to 12000, never beyond
+    shorter = T.craft_stream_gain(audio[:12000], [surrogate], method, np.random.default_rng(0))
+    np.testing.assert_allclose(delta[:8000], shorter[:8000], atol=1e-6)
+    cut = T.craft_stream_gain(audio[:11000], [surrogate], method, np.random.default_rng(0))
+    assert np.abs(delta[4000:8000] - cut[4000:8000]).max() > 1e-6  # it does look ahead
+    plain = T.Method("gain", ["toy"], steps=3, gain_db=3.0)
+    without = T.craft_stream_gain(audio, [surrogate], plain, np.random.default_rng(0))
+    assert np.abs(delta - without).max() > 1e-6

@@ -121,6 +121,7 @@ class Method:
     random: bool = False  # random signs, no gradient: the shaped noise control of a shaping
     gain_db: float = 0.0  # > 0: a smooth time-frequency gain field within +-gain_db instead
     gain_grid: tuple[int, float] = (16, 0.1)  # its grid: log-spaced bands, cell seconds
+    lookahead: int = 0  # --stream gain field: input samples seen after the hop (latency)
     note: str = ""
     extra: dict = field(default_factory=dict)
 
@@ -353,10 +354,17 @@ def craft_stream(audio, snr_db: float, surrogates, method: Method, rng, hop: int
     return np.concatenate(out)
 
 
-def _ramped_hop(spec, band_of_bin, start_db, ramp, length, end_db):
-    """The hop's samples (the segment starts SHAPE_FFT samples before the hop) after a
-    per-band gain that ramps from start_db to end_db over the hop's frames."""
-    db = band_of_bin @ (start_db[:, None] * (1 - ramp) + end_db[:, None] * ramp)
+def _ramped_hop(spec, band_of_bin, start_db, centre, knots, length, end_db):
+    """The segment's samples after its first SHAPE_FFT (the segment starts that many samples
+    before the hop) under a per-band gain that is start_db at frame centre 0 (the hop's
+    start), then end_db[k] at centre knots[k], linear in between and constant after."""
+    values = torch.cat([start_db[None, :], end_db.reshape(len(knots), -1)])  # [K+1, bands]
+    at = torch.cat([torch.zeros(1), torch.as_tensor(knots, dtype=torch.float32)])
+    pos = centre.clamp(0.0, float(at[-1]))
+    k = torch.searchsorted(at, pos, right=True).clamp(1, len(at) - 1)
+    share = ((pos - at[k - 1]) / (at[k] - at[k - 1]))[:, None]
+    per_frame = values[k - 1] * (1 - share) + values[k] * share  # [T, bands]
+    db = band_of_bin @ per_frame.T
     window = torch.hann_window(SHAPE_FFT)
     gained = spec * torch.pow(10.0, db / 20.0)
     y = torch.istft(gained, SHAPE_FFT, SHAPE_HOP, window=window, length=length)
@@ -366,31 +374,41 @@ def _ramped_hop(spec, band_of_bin, start_db, ramp, length, end_db):
 def craft_stream_gain(audio, surrogates, method: Method, rng, hop: int = 4000):
     """The gain stage on the live path, simulated: each 250 ms hop gets one gain per band
     that ramps linearly from the gain the previous hop ended on (fixed: sent) to this hop's
-    end value, the only thing optimised (I-FGSM, loss on the 2 s window ending at the hop:
-    the sent past, then the re-balanced hop). The hop's frames that reach past its end see
-    a reflection of it (a real stream would wait N_FFT/2 samples for them). Returns y - audio.
-    The grid's time cell is the hop here, whatever method.gain_grid says."""
-    bands = method.gain_grid[0]
+    end value, the only thing kept (I-FGSM, loss on the 2 s window ending at the hop: the
+    sent past, then the re-balanced hop). With method.lookahead = L > 0 the stream waits L
+    samples: the window ends L after the hop, and a second gain per band at the look-ahead's
+    end (ramping on from the hop's) is optimised with it and then dropped (the next hop
+    chooses it again), so each hop's gain is chosen where the hop is not at the window's
+    edge. The segment's frames that reach past its end see a reflection of it (a real
+    stream would wait N_FFT/2 samples for them). Returns y - audio. The grid's time cell is
+    the hop here, whatever method.gain_grid says."""
+    bands, ahead = method.gain_grid[0], int(method.lookahead)
     window = torch.hann_window(SHAPE_FFT)
     band_of_bin = band_weights(bands)
     margin = SHAPE_FFT  # raw samples before the hop, so its first frames are whole
-    raw = np.concatenate([np.zeros(WINDOW, np.float32), audio.astype(np.float32)])
+    raw = np.concatenate(
+        [np.zeros(WINDOW, np.float32), audio.astype(np.float32), np.zeros(ahead, np.float32)]
+    )
+    end = WINDOW + len(audio)
     sent = np.zeros(WINDOW, np.float32)
     start_db = torch.zeros(bands)
+    knots = [float(hop)] + ([float(hop + ahead)] if ahead else [])
     out = []
-    for first in range(WINDOW, len(raw), hop):
-        n = min(hop, len(raw) - first)
-        seg = torch.from_numpy(np.pad(raw[first - margin : first + n], (0, hop - n)))
+    for first in range(WINDOW, end, hop):
+        n = min(hop, end - first)
+        seg = np.pad(raw[first - margin : first + n + ahead], (0, hop - n))
+        seg = torch.from_numpy(seg)
         spec = torch.stft(seg, SHAPE_FFT, SHAPE_HOP, window=window, return_complex=True)
-        centre = torch.arange(spec.shape[1]) * SHAPE_HOP - margin  # frame centre, in the hop
-        ramp = (centre / hop).clamp(0.0, 1.0)[None, :]  # [1, T]
-        past = torch.from_numpy(sent[hop:])
-        rebalanced = partial(_ramped_hop, spec, band_of_bin, start_db, ramp, margin + hop)
+        centre = (torch.arange(spec.shape[1]) * SHAPE_HOP - margin).float()  # in the hop
+        past = torch.from_numpy(sent[hop + ahead :])
+        rebalanced = partial(
+            _ramped_hop, spec, band_of_bin, start_db, centre, knots, margin + hop + ahead
+        )
 
-        u = torch.zeros(bands)
+        u = torch.zeros(len(knots), bands)
         step = min(1.0, 2.0 / method.steps)
         if method.random:
-            u = torch.from_numpy(rng.choice([-1.0, 1.0], bands).astype(np.float32))
+            u = torch.from_numpy(rng.choice([-1.0, 1.0], (len(knots), bands)).astype(np.float32))
         for _ in range(0 if method.random else method.steps):
             u = u.detach().requires_grad_(True)
             context = torch.cat([past, rebalanced(method.gain_db * u)])[None]
@@ -398,8 +416,9 @@ def craft_stream_gain(audio, surrogates, method: Method, rng, hop: int = 4000):
             (g,) = torch.autograd.grad(total, u)
             u = (u - step * torch.sign(g)).clamp(-1.0, 1.0)
         with torch.no_grad():
-            end_db = method.gain_db * u
-            new = rebalanced(end_db).numpy()
+            end_db = method.gain_db * u[0]
+            # what is sent: the hop alone, its gain ramping to end_db and held there
+            new = rebalanced(end_db[None, :].expand(len(knots), bands)).numpy()[:hop]
         start_db = end_db.detach()
         sent = np.concatenate([sent[hop:], new])
         out.append(new[:n] - raw[first : first + n])
@@ -571,6 +590,9 @@ METHODS = _methods(
     ("gain-8x250-noise", [], {"gain_db": 3.0, "gain_grid": (8, 0.25), "random": True}),
     ("gain-32x50", ["compact"], {"gain_db": 3.0, "gain_grid": (32, 0.05)}),
     ("gain-32x50-noise", [], {"gain_db": 3.0, "gain_grid": (32, 0.05), "random": True}),
+    # --stream only: the hop's gain chosen with the stream waiting 250 / 500 ms more
+    ("gain-16x100-la250", ["compact"], {"gain_db": 3.0, "lookahead": 4000}),
+    ("gain-16x100-la500", ["compact"], {"gain_db": 3.0, "lookahead": 8000}),
 )
 
 
