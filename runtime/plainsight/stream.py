@@ -99,12 +99,17 @@ class StreamProcessor:
         self._fail_after = int(fail_after) if fail_after else None
 
     @property
-    def latency_samples(self) -> int:
-        """Added latency at `rate`: one hop, plus the neutralize look-ahead under that tier
-        and the gain stage's (16 ms) with it (the first such output samples are silence,
-        the last such input samples are never sent)."""
+    def look_ahead_samples(self) -> int:
+        """Input held back at `rate`: the neutralize tier's look-ahead and the gain stage's
+        (16 ms); the first such output samples are silence, the last such input samples are
+        never sent."""
         delay = self.neutralizer.delay if self.neutralizer is not None else 0
-        return self.hop + delay + len(self.ahead)
+        return delay + len(self.ahead)
+
+    @property
+    def latency_samples(self) -> int:
+        """Added latency at `rate`: one hop plus the look-ahead."""
+        return self.hop + self.look_ahead_samples
 
     @property
     def same_rate(self) -> bool:

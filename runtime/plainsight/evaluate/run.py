@@ -198,7 +198,7 @@ def stream_clips(masker: Masker, clips: list[Clip], hop_ms: float, progress=None
             )
         # Score what was sent against what was said: a look-ahead (the neutralize tier's, the
         # gain stage's) delays the output, and the last `delay` samples are never sent.
-        delay = processor.latency_samples - processor.hop
+        delay = processor.look_ahead_samples
         sent = np.concatenate([sent[delay:], np.zeros(delay, sent.dtype)])
         out.append(sent.astype(np.float32) / SCALE)
         if progress is not None:
@@ -285,8 +285,7 @@ def evaluate(cfg: EvalConfig) -> dict:
             "listener_offset_ms": cfg.listener_offset_ms,
         }
         if cfg.path == "stream":
-            probe = StreamProcessor(masker, SAMPLE_RATE, cfg.hop_ms)
-            look_ahead = probe.latency_samples - probe.hop
+            look_ahead = StreamProcessor(masker, SAMPLE_RATE, cfg.hop_ms).look_ahead_samples
             result["stream"] = {
                 "hop_ms": cfg.hop_ms,
                 "chunk_samples": DEVICE_CHUNK,
