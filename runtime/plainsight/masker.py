@@ -440,14 +440,24 @@ class Masker:
         field = GainField(signal, self.sample_rate)
         index = np.asarray(starts)[:, None] + np.arange(self.window)[None, :]
         targets = [self._targets(m, clean) for m in self.members]
+
+        def gradient(u: np.ndarray) -> np.ndarray:
+            g = self.gain_db * u
+            return field.gradient(g, self._summed_gradient(field(g), index, targets))
+
+        u = self._grid_steps(field.shape, gradient)
+        return field(self.gain_db * u).astype(np.float32)
+
+    def _grid_steps(self, shape: tuple, gradient, free: np.ndarray | float = 1.0) -> np.ndarray:
+        """The gain stage's loop: GAIN_STEPS I-FGSM steps toward the objective on the grid
+        u [shape] (gains = gain_db * u, |u| <= 1), from 0; `gradient(u)` is d loss / d gains
+        at u. Cells where `free` is 0 stay 0 (the stream's cells already sent)."""
         direction = 1.0 if self.objective == "untargeted" else -1.0
         step = min(1.0, 2.0 / GAIN_STEPS)
-        u = np.zeros(field.shape, np.float32)
+        u = np.zeros(shape, np.float32)
         for _ in range(GAIN_STEPS):
-            g = self.gain_db * u
-            grad = field.gradient(g, self._summed_gradient(field(g), index, targets))
-            u = np.clip(u + direction * step * np.sign(grad), -1.0, 1.0)
-        return field(self.gain_db * u).astype(np.float32)
+            u = np.clip(u + direction * step * np.sign(gradient(u)) * free, -1.0, 1.0)
+        return u
 
     def _sign_steps(
         self, bound, steps: int, gradient, fallback: np.ndarray, signal: np.ndarray
@@ -621,17 +631,16 @@ class Masker:
         free = np.array([k not in chosen for k in cells], np.float32)[None, :]
         start, gradient = self._hop_gradient(context, clean, hop_samples, past)
         raw_hop = clean[-hop_samples:]
-        direction = 1.0 if self.objective == "untargeted" else -1.0
-        step = min(1.0, 2.0 / GAIN_STEPS)
-        u = np.zeros(field.shape, np.float32)
         grad_y = np.zeros(field.n, np.float32)
         tail_delta = np.zeros(len(context) - start, np.float32)
-        for _ in range(GAIN_STEPS):
+
+        def gain_gradient(u: np.ndarray) -> np.ndarray:
             g = g_held + self.gain_db * u * free
             tail_delta[-hop_samples:] = field(g)[hop] - raw_hop
             grad_y[hop] = gradient(tail_delta)[-hop_samples:]
-            grad = field.gradient(g, grad_y)
-            u = np.clip(u + direction * step * np.sign(grad) * free, -1.0, 1.0)
+            return field.gradient(g, grad_y)
+
+        u = self._grid_steps(field.shape, gain_gradient, free)
         g = g_held + self.gain_db * u * free
         chosen.update((int(k), g[:, j].copy()) for j, k in enumerate(cells))
         return field(g)[hop].astype(np.float32)
