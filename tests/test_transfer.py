@@ -289,3 +289,39 @@ def test_stream_gain_lookahead_sees_only_its_lookahead():
     plain = T.Method("gain", ["toy"], steps=3, gain_db=3.0)
     without = T.craft_stream_gain(audio, [surrogate], plain, np.random.default_rng(0))
     assert np.abs(delta - without).max() > 1e-6
+
+
+def test_warp_field_is_the_identity_at_zero_and_a_delay_when_constant():
+    def tones(t):
+        envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 3 * t) ** 2
+        return 0.1 * envelope * (np.sin(2 * np.pi * 180 * t) + 0.3 * np.sin(2 * np.pi * 2300 * t))
+
+    audio = tones(np.arange(20000) / 16000).astype(np.float32)
+    field = T.WarpField(torch.from_numpy(audio), 0.1)
+    same = field(torch.zeros(field.cells)).numpy()
+    inner = slice(100, -100)  # the ends read clamped samples
+    assert np.max(np.abs(same - audio)[inner]) < 1e-6
+    # a constant displacement of 2.5 samples reads the clip 2.5 samples later
+    late = field(torch.full((field.cells,), 2.5)).numpy()
+    exact = tones((np.arange(20000) + 2.5) / 16000)
+    error = (late - exact)[inner]
+    assert np.sqrt(np.mean(error**2)) < 1e-3 * np.sqrt(np.mean(exact[inner] ** 2))
+
+
+def test_warp_craft_keeps_the_bound_and_moves_toward_the_target():
+    audio = _speechy(50000)
+    surrogate = _surrogate()
+    method = T.Method("warp", ["toy"], steps=5, warp_ms=1.0)
+    delta = T.craft(audio, 35.0, [surrogate], method, np.random.default_rng(0))
+    assert delta.shape == audio.shape
+    _, _, starts, _ = T.plan(audio, 35.0)
+    index = starts[:, None] + np.arange(T.WINDOW)[None, :]
+
+    def loss(x):
+        with torch.no_grad():
+            return float(T.objective(surrogate.logits(torch.from_numpy(x[index])), 1, "ce"))
+
+    assert loss(audio + delta) < loss(audio)
+    # a 1 ms warp of a signal whose fastest part is 2300 Hz moves no sample by more than
+    # 2 pi 2300 * 1 ms of its amplitude
+    assert np.abs(delta).max() < 2 * np.pi * 2300 * 1e-3 * np.abs(audio).max()

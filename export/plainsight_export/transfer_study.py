@@ -122,6 +122,8 @@ class Method:
     gain_db: float = 0.0  # > 0: a smooth time-frequency gain field within +-gain_db instead
     gain_grid: tuple[int, float] = (16, 0.1)  # its grid: log-spaced bands, cell seconds
     lookahead: int = 0  # --stream gain field: input samples seen after the hop (latency)
+    warp_ms: float = 0.0  # > 0: a smooth time warp within +-warp_ms instead (no SNR scaling)
+    warp_cell_s: float = 0.1  # the warp's grid: one displacement every warp_cell_s
     note: str = ""
     extra: dict = field(default_factory=dict)
 
@@ -225,6 +227,59 @@ class GainField:
         return torch.istft(self.spec * gain, SHAPE_FFT, SHAPE_HOP, window=window, length=self.n)
 
 
+WARP_TAPS = 8  # windowed-sinc half width: flat to about 7 kHz at 16 kHz
+
+
+class WarpField:
+    """y(t) = clean(t + d(t)), d = hat-interpolated from a grid (one displacement every
+    `cell_s`) in samples, read by windowed-sinc interpolation: the speech itself played
+    slightly early or late, and, where d changes, slightly faster or slower (a slope s of d
+    is a local tempo and pitch change of s: +-D over one cell is up to 2 D / cell). Timing,
+    rhythm and the pitch contour are cues every emotion model reads; here they move by
+    amounts a listener does not notice (a few ms, a few per cent)."""
+
+    def __init__(self, clean: torch.Tensor, cell_s: float):
+        self.x = clean
+        self.n = len(clean)
+        cells = int(np.ceil(self.n / RATE / cell_s)) + 1
+        self.cells = cells
+        t = np.arange(self.n) / RATE
+        self.times = torch.from_numpy(hat_matrix(t, np.arange(cells) * cell_s))  # [n, cells]
+        self.taps = torch.arange(-WARP_TAPS + 1, WARP_TAPS + 1, dtype=torch.float32)
+
+    def __call__(self, d: torch.Tensor) -> torch.Tensor:
+        """d [cells] in samples -> the warped clip."""
+        pos = torch.arange(self.n, dtype=torch.float32) + self.times @ d
+        base = torch.floor(pos).detach()
+        offset = (pos - base)[:, None] - self.taps[None, :]  # [n, taps]: distance to each tap
+        kernel = torch.sinc(offset) * (0.5 + 0.5 * torch.cos(torch.pi * offset / WARP_TAPS))
+        index = (base.long()[:, None] + self.taps.long()[None, :]).clamp(0, self.n - 1)
+        return (self.x[index] * kernel).sum(1)
+
+
+def optimise_warp(signal_np, starts, surrogates, method: Method, rng) -> np.ndarray:
+    """I-FGSM on the warp's grid (|d| <= warp_ms), the loss summed over the windows at
+    `starts`; returns the perturbation y - clean (y - clean at d = 0 is the interpolator's
+    own error, about -100 dB)."""
+    signal = torch.from_numpy(signal_np)
+    field = WarpField(signal, method.warp_cell_s)
+    most = method.warp_ms * RATE / 1000
+    if method.random:
+        u = torch.from_numpy(rng.choice([-1.0, 1.0], field.cells).astype(np.float32))
+    else:
+        u = torch.zeros(field.cells)
+        step = min(1.0, 2.0 / method.steps)
+        index = torch.from_numpy(starts[:, None] + np.arange(WINDOW)[None, :])
+        for _ in range(method.steps):
+            u = u.detach().requires_grad_(True)
+            windows = field(most * u)[index]
+            total = sum(objective(s.logits(windows), s.target, "ce") for s in surrogates)
+            (g,) = torch.autograd.grad(total, u)
+            u = (u - step * torch.sign(g)).clamp(-1.0, 1.0)
+    with torch.no_grad():
+        return (field(most * u) - signal).numpy()
+
+
 def band_weights(bands: int) -> torch.Tensor:
     """[F, bands]: each STFT bin's share of the gain grid's log-spaced bands, as the
     runtime's plainsight.gainfield.GainField interpolates them."""
@@ -325,6 +380,8 @@ def craft(audio: np.ndarray, snr_db: float, surrogates, method: Method, rng) -> 
     signal, bound, starts, offset = plan(audio, snr_db)
     if method.gain_db:
         delta = optimise_gain(signal, starts, surrogates, method, rng)
+    elif method.warp_ms:
+        delta = optimise_warp(signal, starts, surrogates, method, rng)
     else:
         delta = optimise(signal, bound, starts, surrogates, method, rng)
     return delta[offset : offset + len(audio)]
@@ -590,6 +647,15 @@ METHODS = _methods(
     ("gain-8x250-noise", [], {"gain_db": 3.0, "gain_grid": (8, 0.25), "random": True}),
     ("gain-32x50", ["compact"], {"gain_db": 3.0, "gain_grid": (32, 0.05)}),
     ("gain-32x50-noise", [], {"gain_db": 3.0, "gain_grid": (32, 0.05), "random": True}),
+    # A time warp: the speech a few ms early or late, a few per cent faster or slower.
+    ("warp-1ms", ["compact"], {"warp_ms": 1.0}),
+    ("warp-1ms-noise", [], {"warp_ms": 1.0, "random": True}),
+    ("warp-2.5ms", ["compact"], {"warp_ms": 2.5}),
+    ("warp-2.5ms-noise", [], {"warp_ms": 2.5, "random": True}),
+    ("warp-5ms", ["compact"], {"warp_ms": 5.0}),
+    ("warp-5ms-noise", [], {"warp_ms": 5.0, "random": True}),
+    ("warp-1ms-50", ["compact"], {"warp_ms": 1.0, "warp_cell_s": 0.05}),
+    ("warp-1ms-50-noise", [], {"warp_ms": 1.0, "warp_cell_s": 0.05, "random": True}),
     # --stream only: the hop's gain chosen with the stream waiting 250 / 500 ms more
     ("gain-16x100-la250", ["compact"], {"gain_db": 3.0, "lookahead": 4000}),
     ("gain-16x100-la500", ["compact"], {"gain_db": 3.0, "lookahead": 8000}),
@@ -656,7 +722,10 @@ def run(args) -> dict:
                 else:
                     crafter = craft_stream if args.stream else craft
                     deltas = [crafter(a, args.budget_db, surrogates, method, rng) for a in clean]
-                masked = [at_snr(a, d, args.snr_db) for a, d in zip(clean, deltas, strict=True)]
+                if method.warp_ms:  # a warp scaled in level is no warp: keep it as crafted
+                    masked = [np.clip(a + d, -1, 1) for a, d in zip(clean, deltas, strict=True)]
+                else:
+                    masked = [at_snr(a, d, args.snr_db) for a, d in zip(clean, deltas, strict=True)]
             seconds = time.perf_counter() - start
             np.savez(cached, **{f"clip{i}": m for i, m in enumerate(masked)})
         noise = P.noise_control(clean, masked)
@@ -677,6 +746,8 @@ def run(args) -> dict:
             "random": method.random,
             "gain_db": method.gain_db,
             "gain_grid": list(method.gain_grid) if method.gain_db else None,
+            "warp_ms": method.warp_ms,
+            "warp_cell_s": method.warp_cell_s if method.warp_ms else None,
             "note": method.note,
             "median_snr_db": metrics.distribution(snr)["median"],
             "pesq_wb": metrics.distribution(pesq),
@@ -725,6 +796,8 @@ def table(results: dict) -> str:
             extra.append(f"shaped {r['shape']:g}")
         if r.get("gain_db"):
             extra.append(f"gain field {r['gain_grid'][0]}x{1000 * r['gain_grid'][1]:g} ms")
+        if r.get("warp_ms"):
+            extra.append(f"warp +-{r['warp_ms']:g} ms / {1000 * r['warp_cell_s']:g} ms")
         if r["samples"] > 1:
             extra.append(f"{r['samples']} samples")
         div = ",".join(r["diversity"]) or "-"
