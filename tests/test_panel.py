@@ -328,3 +328,19 @@ def test_adaptive_training_with_speaker_references(tmp_path):
     assert not np.array_equal(np.load(cached), masker.mask(audio, 16000))
     ckpt = models.load_checkpoint(out / "adaptive-spk.pt").checkpoint
     assert not same_masker(ckpt["trained_on_masker"], masker.settings())
+
+
+def test_adaptive_masker_takes_the_evaluations_objective():
+    """--masked-target: the adaptive member trains on the masker `plainsight evaluate
+    --mask-target T` runs, and pairs with that masker only."""
+    from plainsight.evaluate.panel import same_masker
+    from plainsight.masker import Masker
+    from plainsight_export import train
+
+    trained = train.adaptive_masker("emodb", gain_db=3.0, objective="untargeted").settings()
+    common = dict(model="emodb", backend="onnx", threads=1, gain_db=3.0)
+    evaluated = Masker(**common, objective="untargeted")
+    default = Masker(**common)
+    assert same_masker(trained, evaluated.settings())
+    assert not same_masker(trained, default.settings())
+    assert same_masker(train.adaptive_masker("emodb", gain_db=3.0).settings(), default.settings())

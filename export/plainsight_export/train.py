@@ -113,6 +113,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         "plainsight evaluate --mask-gain-db); default: off, as the default masker",
     )
     p.add_argument(
+        "--masked-target",
+        help="adaptive attacker: the masker's objective (Masker(objective=...), plainsight "
+        "evaluate --mask-target); default: the masker's own (neutral)",
+    )
+    p.add_argument(
         "--masked-reference",
         choices=["clip", "speaker"],
         default="clip",
@@ -457,20 +462,23 @@ def model_size(model) -> dict:
 
 
 def adaptive_masker(
-    corpus: str, privacy: str = "mask", neutralize_strength=None, reference=None, gain_db=None
+    corpus: str,
+    privacy: str = "mask",
+    neutralize_strength=None,
+    reference=None,
+    gain_db=None,
+    objective=None,
 ):
     """The masker `plainsight evaluate --corpus C [--privacy P --neutralize-strength S]
-    [--mask-gain-db G]` uses (the corpus's bundled model, default strength, ONNX, 1 thread),
-    so the adaptive attacker trains on what it is scored on."""
+    [--mask-gain-db G] [--mask-target T]` uses (the corpus's bundled model, default strength,
+    ONNX, 1 thread), so the adaptive attacker trains on what it is scored on."""
     from plainsight import Masker
 
+    common = dict(model=corpus, backend="onnx", threads=1, gain_db=gain_db, objective=objective)
     if privacy == "mask":
-        return Masker(model=corpus, backend="onnx", threads=1, gain_db=gain_db)
+        return Masker(**common)
     return Masker(
-        model=corpus,
-        backend="onnx",
-        threads=1,
-        gain_db=gain_db,
+        **common,
         privacy=privacy,
         neutralize_strength=neutralize_strength,
         neutralize_reference=reference,
@@ -548,7 +556,11 @@ def run_fixed(args, clips: D.ClipSet, classes) -> dict:
     clean_test = parts["test"]
     if args.masked_cache:
         masker = adaptive_masker(
-            args.corpus, args.masked_privacy, args.masked_strength, gain_db=args.masked_gain_db
+            args.corpus,
+            args.masked_privacy,
+            args.masked_strength,
+            gain_db=args.masked_gain_db,
+            objective=args.masked_target,
         )
         maskers = {}
         if args.masked_reference == "speaker":
@@ -563,6 +575,7 @@ def run_fixed(args, clips: D.ClipSet, classes) -> dict:
                     args.masked_strength,
                     reference,
                     gain_db=args.masked_gain_db,
+                    objective=args.masked_target,
                 )
                 for speaker, reference in speaker_references(clips).items()
             }
@@ -594,6 +607,8 @@ def run_fixed(args, clips: D.ClipSet, classes) -> dict:
         )
         if args.masked_gain_db:
             extra["trained_on"] += f", with the gain stage (--mask-gain-db {args.masked_gain_db:g})"
+        if args.masked_target:
+            extra["trained_on"] += f", objective {args.masked_target}"
         extra["masker"] = masker.settings() | {"cache_key": masker_key(masker)}
         if args.masked_privacy != "mask":
             extra["masker"]["neutralize_source_sha256"] = neutralize_source()
