@@ -9,7 +9,8 @@
    One stream hop = 1 forward call (the untargeted objective's own prediction) + `steps`
    calls of the stream's step graph: hop_crop (plus one hop_fixed call per hop) or hop where
    the model ships them for the hop size, else the grad graph on the window ending with it.
-   A preset with the gain stage (`rebalance`) adds GAIN_STEPS calls of the same step graph.
+   A preset with the gain stage (`rebalance`) adds no call: its field moves with the mask's
+   steps (one loop), at the cost of its FFT work (numpy).
 2. x86: `plainsight bench` (1 thread, onnx) for the stream real-time factor, plus the time
    of the graph calls alone, so the non-graph (numpy) share is known.
 3. Cortex-A72 (Raspberry Pi 4, 1.5 GHz) estimate, basis printed with the numbers:
@@ -137,11 +138,9 @@ def time_graphs(spec, threads: int = 1, repeats: int = 20) -> dict:
 
 def stream_graph_calls(settings: dict) -> tuple[int, int]:
     """(step-graph calls, once-per-hop hop_fixed calls) per stream hop of a masker's settings
-    or a preset: the mask's steps, plus the gain stage's when it is on (which shares the
-    mask's hop_fixed call: it leaves the past as it was)."""
-    from plainsight.masker import GAIN_STEPS
-
-    return settings["stream_steps"] + GAIN_STEPS * bool(settings.get("gain_db")), 1
+    or a preset: the mask's steps (the gain stage, when on, moves with them:
+    Masker.rebalance_and_perturb_hop)."""
+    return settings["stream_steps"], 1
 
 
 def time_stream_hop(
@@ -327,7 +326,7 @@ def report(r: dict) -> str:
     s = x["bench"]["settings"]
     lines = [
         f"stream setting: {'+'.join(s['models'])}, {s['method']} {s['stream_steps']} "
-        f"steps{' after the gain stage' if s.get('gain_db') else ''} ({s['objective']}: 1 "
+        f"steps{' with the gain stage' if s.get('gain_db') else ''} ({s['objective']}: 1 "
         f"forward + {stream_graph_calls(s)[0]} step-graph calls per hop), "
         f"hop {x['bench']['hop_ms']:.0f} ms, privacy tier {r.get('privacy', 'mask')}",
         "",

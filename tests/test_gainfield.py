@@ -192,16 +192,17 @@ def test_stream_gain_equals_the_whole_clips_field_at_the_hop_seams(monkeypatch):
     from test_runtime_toymodel import bundled_model_dir
 
     masker = Masker(model=bundled_model_dir(), backend="onnx", gain_db=3.0)
-    monkeypatch.setattr(masker, "perturb_hop", lambda context, *args: np.zeros_like(context))
+    # no budget for the mask: what goes out is the gain field alone
+    monkeypatch.setattr(masker, "budget", lambda windows, *args: np.zeros_like(windows))
     cells: dict = {}
-    rebalance_hop = masker.rebalance_hop
+    rebalance_and_perturb_hop = masker.rebalance_and_perturb_hop
 
     def recording(*args, **kwargs):
-        gained = rebalance_hop(*args, **kwargs)
-        cells.update(args[4])
-        return gained
+        out = rebalance_and_perturb_hop(*args, **kwargs)
+        cells.update(args[5])
+        return out
 
-    monkeypatch.setattr(masker, "rebalance_hop", recording)
+    monkeypatch.setattr(masker, "rebalance_and_perturb_hop", recording)
     x = _voiced(RATE * 3, seed=4)
     x *= 1 + 0.5 * np.sin(2 * np.pi * 1.3 * np.arange(len(x)) / RATE)  # not stationary
     proc = StreamProcessor(masker, RATE)
@@ -223,9 +224,10 @@ def test_stream_gain_equals_the_whole_clips_field_at_the_hop_seams(monkeypatch):
         assert 10 * np.log10(speech / max(seam, 1e-20)) > 40.0, f"seam at {end}"
 
 
-def test_the_gain_stage_and_the_mask_share_one_hop_fixed_call_per_hop(monkeypatch):
-    """The gain stage leaves the past as it was: its steps and the mask's reuse one
-    `hop_past` (one hop_fixed call per hop, as without the stage)."""
+def test_the_gain_stage_costs_the_stream_no_graph_call(monkeypatch):
+    """The gain stage leaves the past as it was and moves with the mask's steps: one
+    `hop_past` (one hop_fixed call) per hop, and one step-graph call per mask step, as
+    without the stage (two loops took GAIN_STEPS more calls per hop)."""
     from plainsight.masker import GAIN_STEPS, Masker
     from test_runtime_toymodel import bundled_model_dir
     from test_stream_runtime import processor_output, speechlike_pcm
@@ -242,10 +244,11 @@ def test_the_gain_stage_and_the_mask_share_one_hop_fixed_call_per_hop(monkeypatc
 
         monkeypatch.setattr(getattr(member, name), "run", counted)
     processor_output(masker, speechlike_pcm(1.0)[:8000], [])
-    assert calls == {"hop_fixed": 2, "hop_crop": 2 * (masker.stream_steps + GAIN_STEPS)}
+    assert masker.stream_steps >= GAIN_STEPS
+    assert calls == {"hop_fixed": 2, "hop_crop": 2 * masker.stream_steps}
 
 
-def test_rebalance_hop_moves_the_window_toward_neutral(gain_masker):
+def test_stream_gain_stage_moves_the_window_toward_neutral(gain_masker):
     from plainsight.masker import softmax
 
     m = gain_masker
@@ -258,7 +261,8 @@ def test_rebalance_hop_moves_the_window_toward_neutral(gain_masker):
         return float(np.log(softmax(m._logits(member, y[None].astype(np.float32)))[0, neutral]))
 
     chosen: dict = {}
-    gained = m.rebalance_hop(x, x, hop, 12345, chosen)
+    no_mask = np.zeros(m.window, np.float32)
+    gained = m.rebalance_and_perturb_hop(x, no_mask, x, hop, 12345, chosen)
     assert gained.shape == (hop,) and chosen
     y = x.copy()
     y[-hop:] = gained
@@ -288,3 +292,25 @@ def test_stream_cli_runs_the_gain_stage():
     assert proc.returncode == 0, proc.stderr
     out = np.frombuffer(proc.stdout, "<i2")
     assert len(out) == len(pcm) and not np.array_equal(out, pcm)
+
+
+def test_stream_hop_is_the_field_plus_a_mask_within_its_bound(gain_masker):
+    """One loop chooses both: what the hop sends is the gain field of the cells it chose,
+    plus a mask within the budget (and only where the budget is)."""
+    from plainsight.shaping import N_FFT
+
+    m = gain_masker
+    x = _voiced(m.window, seed=3)
+    hop, origin = 4000, 48000
+    bound = np.zeros(m.window, np.float32)
+    bound[-hop:] = 0.002
+    bound[-hop : -hop + 500] = 0.0  # a stretch without budget
+    chosen: dict = {}
+    out = m.rebalance_and_perturb_hop(x, bound, x, hop, origin, chosen)
+    field = GainField(x[-(hop + N_FFT) :], RATE, origin_s=(origin + m.window - hop - N_FFT) / RATE)
+    g = np.stack([chosen[field.first_cell + j] for j in range(field.cells)], axis=1)
+    assert np.abs(g).max() > 1.0
+    mask = out - field(g)[-hop:]
+    assert np.all(np.abs(mask) <= bound[-hop:] + 1e-6)
+    assert np.abs(mask[:500]).max() < 1e-6
+    assert np.mean(np.abs(mask[500:])) > 0.3 * 0.002

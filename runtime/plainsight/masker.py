@@ -199,8 +199,8 @@ class Masker:
         signal, not each sample of the perturbation); None or 0: flat, as by default.
         `gain_db` > 0 first re-balances the audio by a smooth time-frequency gain within
         +-gain_db (plainsight.gainfield, optimised toward the same objective), then masks
-        it; on a stream each hop's cells of the field are chosen once and then kept
-        (`rebalance_hop`)."""
+        it; on a stream each hop's cells of the field are chosen once and then kept, in
+        one loop with the mask's steps (`rebalance_and_perturb_hop`)."""
         if privacy not in PRIVACY_TIERS:
             raise ValueError(f"privacy must be one of {list(PRIVACY_TIERS)}, got {privacy!r}")
         self.privacy = privacy
@@ -445,19 +445,12 @@ class Masker:
             g = self.gain_db * u
             return field.gradient(g, self._summed_gradient(field(g), index, targets))
 
-        u = self._grid_steps(field.shape, gradient)
-        return field(self.gain_db * u).astype(np.float32)
-
-    def _grid_steps(self, shape: tuple, gradient, free: np.ndarray | float = 1.0) -> np.ndarray:
-        """The gain stage's loop: GAIN_STEPS I-FGSM steps toward the objective on the grid
-        u [shape] (gains = gain_db * u, |u| <= 1), from 0; `gradient(u)` is d loss / d gains
-        at u. Cells where `free` is 0 stay 0 (the stream's cells already sent)."""
         direction = 1.0 if self.objective == "untargeted" else -1.0
         step = min(1.0, 2.0 / GAIN_STEPS)
-        u = np.zeros(shape, np.float32)
+        u = np.zeros(field.shape, np.float32)
         for _ in range(GAIN_STEPS):
-            u = np.clip(u + direction * step * np.sign(gradient(u)) * free, -1.0, 1.0)
-        return u
+            u = np.clip(u + direction * step * np.sign(gradient(u)), -1.0, 1.0)
+        return field(self.gain_db * u).astype(np.float32)
 
     def _sign_steps(
         self, bound, steps: int, gradient, fallback: np.ndarray, signal: np.ndarray
@@ -589,9 +582,10 @@ class Masker:
 
         return start, gradient
 
-    def rebalance_hop(
+    def rebalance_and_perturb_hop(
         self,
         context: np.ndarray,
+        bound: np.ndarray,
         clean: np.ndarray,
         hop_samples: int,
         origin: int,
@@ -599,24 +593,32 @@ class Masker:
         ahead: np.ndarray | None = None,
         past: tuple | None = None,
     ) -> np.ndarray:
-        """The gain stage on a stream hop: the new hop (the last `hop_samples` of the window
-        `context`, the past as sent) re-balanced by the gain field, returned [hop_samples].
+        """The stream's hop with the gain stage: the new hop (the last `hop_samples` of the
+        window `context`, the past as sent) re-balanced by the gain field and masked within
+        `bound` [N] (0 on the past, as for `perturb_hop`), returned [hop_samples].
+
+        One loop of `stream_steps` steps, each one call of the hop graphs: every step moves
+        the mask (as `perturb_hop`), and the first min(GAIN_STEPS, stream_steps) also move
+        the field's grid (as the file path's gain stage), at the gradient of the hop as it
+        stands, field and mask together. Two loops, the field's then the mask's, cost
+        GAIN_STEPS more graph calls per hop for the same hiding (development panel, 2026-12-06:
+        docs/EVALUATION.md, "One loop for the stream's two stages").
 
         The field runs on the raw audio `clean` (the window before masking) from N_FFT
         samples before the hop, so the hop's first frames see their real past. Its grid is
         the stream's: `origin` is the stream sample index of context[0], and `chosen` (cell
         index -> its gains in dB [bands]) holds every cell the audio already sent used.
         Those stay as they were, so each band's gain ramps on from the value already sent;
-        the cells after them are chosen here (GAIN_STEPS I-FGSM steps through the hop
-        graphs, like the mask's steps) and added to `chosen`. `ahead` is the raw audio after
-        the hop that the stream holds back (gainfield.LOOKAHEAD samples), so that the hop's
-        last frames are whole: the hop then gets exactly the file path's field with the same
-        cells (up to frame alignment). Without it those frames see zeros. `past`: as for
-        `perturb_hop`."""
+        the cells after them are chosen here and added to `chosen`. `ahead` is the raw audio
+        after the hop that the stream holds back (gainfield.LOOKAHEAD samples), so that the
+        hop's last frames are whole: the hop then gets exactly the file path's field with
+        the same cells (up to frame alignment). Without it those frames see zeros. `past`:
+        as for `perturb_hop`."""
         from plainsight.gainfield import GainField
         from plainsight.shaping import N_FFT
 
         context = np.asarray(context, np.float32)
+        bound = np.asarray(bound, np.float32)
         clean = np.asarray(clean, np.float32)
         span = min(len(clean), hop_samples + N_FFT)
         origin_s = (origin + len(clean) - span) / self.sample_rate
@@ -632,18 +634,35 @@ class Masker:
         start, gradient = self._hop_gradient(context, clean, hop_samples, past)
         raw_hop = clean[-hop_samples:]
         grad_y = np.zeros(field.n, np.float32)
-        tail_delta = np.zeros(len(context) - start, np.float32)
+        gain_steps = min(GAIN_STEPS, self.stream_steps)
+        gain_step = min(1.0, 2.0 / gain_steps)
+        direction = 1.0 if self.objective == "untargeted" else -1.0
+        u = np.zeros(field.shape, np.float32)
+        gained = field(g_held)[hop]
 
-        def gain_gradient(u: np.ndarray) -> np.ndarray:
-            g = g_held + self.gain_db * u * free
-            tail_delta[-hop_samples:] = field(g)[hop] - raw_hop
-            grad_y[hop] = gradient(tail_delta)[-hop_samples:]
-            return field.gradient(g, grad_y)
+        def step_gradient(done: int, mask_delta: np.ndarray) -> np.ndarray:
+            """d loss / d tail at the field and mask so far; the field's grid takes its step."""
+            nonlocal u, gained
+            tail_delta = mask_delta.copy()
+            tail_delta[-hop_samples:] += gained - raw_hop
+            grad = gradient(tail_delta)
+            if done <= gain_steps:
+                grad_y[hop] = grad[-hop_samples:]
+                move = np.sign(field.gradient(g_held + self.gain_db * u * free, grad_y)) * free
+                u = np.clip(u + direction * gain_step * move, -1.0, 1.0)
+                gained = field(g_held + self.gain_db * u * free)[hop]
+            return grad
 
-        u = self._grid_steps(field.shape, gain_gradient, free)
+        mask_delta = self._sign_steps(
+            bound[start:],
+            self.stream_steps,
+            step_gradient,
+            fixed_signs(len(context))[start:],
+            context[start:],
+        )
         g = g_held + self.gain_db * u * free
         chosen.update((int(k), g[:, j].copy()) for j, k in enumerate(cells))
-        return field(g)[hop].astype(np.float32)
+        return (gained + mask_delta[-hop_samples:]).astype(np.float32)
 
     def budget(
         self, windows: np.ndarray, valid: np.ndarray, lsb: float | None = None

@@ -184,37 +184,35 @@ class StreamProcessor:
         return n16
 
     def _attack(self, n16: int) -> np.ndarray:
-        """The hop's change [n16] at the model rate: the gain stage's (if on), then the mask."""
+        """The hop's change [n16] at the model rate: the mask's, or with the gain stage on,
+        the gain field's and the mask's, chosen in one loop."""
         m = self.masker
         context = self.raw16 + self.delta16  # what listeners got, plus the new raw hop
-        source = self.raw16
-        gain_change = 0.0
-        past = m.hop_past(context, n16)  # the gain stage leaves the past as it was
-        if m.gain_db:
-            gained = self._rebalance(context, n16, past)
-            gain_change = gained - self.raw16[-n16:]
-            context[-n16:] = gained
-            source = context  # the mask's budget follows the re-balanced hop
+        past = m.hop_past(context, n16)
         valid = np.zeros(m.window, np.float32)
         valid[m.window - self.seen16 :] = 1.0
-        bound = m.budget(source[None], valid[None])[0]
+        bound = m.budget(self.raw16[None], valid[None])[0]
         bound[: m.window - n16] = 0.0  # the past is already out
-        return gain_change + m.perturb_hop(context, bound, self.raw16, n16, past)[-n16:]
+        if m.gain_db:
+            return self._rebalance(context, bound, n16, past) - self.raw16[-n16:]
+        return m.perturb_hop(context, bound, self.raw16, n16, past)[-n16:]
 
-    def _rebalance(self, context: np.ndarray, n16: int, past) -> np.ndarray:
-        """The gain stage's hop [n16] (Masker.rebalance_hop) on the stream's grid; cells the
-        next hop's field cannot reach (it starts at most N_FFT samples before it) are
-        forgotten."""
+    def _rebalance(self, context: np.ndarray, bound: np.ndarray, n16: int, past) -> np.ndarray:
+        """The hop [n16] re-balanced and masked (Masker.rebalance_and_perturb_hop) on the
+        stream's gain grid; cells the next hop's field cannot reach (it starts at most N_FFT
+        samples before it) are forgotten."""
         m = self.masker
         ahead = self.ahead.astype(np.float32) / SCALE
         if not self.same_rate:
             ahead = self._after_tail_at_model_rate(ahead)
         origin = self.total16 - m.window
-        gained = m.rebalance_hop(context, self.raw16, n16, origin, self.gain_cells, ahead, past)
+        out = m.rebalance_and_perturb_hop(
+            context, bound, self.raw16, n16, origin, self.gain_cells, ahead, past
+        )
         oldest = (self.total16 - n16 - N_FFT) // round(m.sample_rate * CELL_S) - 1
         for cell in [k for k in self.gain_cells if k < oldest]:
             del self.gain_cells[cell]
-        return gained
+        return out
 
     def _after_tail_at_model_rate(self, samples: np.ndarray) -> np.ndarray:
         """`samples` (what follows `tail` at `rate`) at the model rate, resampled with the
