@@ -258,26 +258,12 @@ class WarpField:
 
 
 def optimise_warp(signal_np, starts, surrogates, method: Method, rng) -> np.ndarray:
-    """I-FGSM on the warp's grid (|d| <= warp_ms), the loss summed over the windows at
-    `starts`; returns the perturbation y - clean (y - clean at d = 0 is the interpolator's
-    own error, about -100 dB)."""
+    """I-FGSM on the warp's grid (|d| <= warp_ms), as `optimise_field`; y - clean at d = 0
+    is the interpolator's own error, about -100 dB."""
     signal = torch.from_numpy(signal_np)
     field = WarpField(signal, method.warp_cell_s)
     most = method.warp_ms * RATE / 1000
-    if method.random:
-        u = torch.from_numpy(rng.choice([-1.0, 1.0], field.cells).astype(np.float32))
-    else:
-        u = torch.zeros(field.cells)
-        step = min(1.0, 2.0 / method.steps)
-        index = torch.from_numpy(starts[:, None] + np.arange(WINDOW)[None, :])
-        for _ in range(method.steps):
-            u = u.detach().requires_grad_(True)
-            windows = field(most * u)[index]
-            total = sum(objective(s.logits(windows), s.target, "ce") for s in surrogates)
-            (g,) = torch.autograd.grad(total, u)
-            u = (u - step * torch.sign(g)).clamp(-1.0, 1.0)
-    with torch.no_grad():
-        return (field(most * u) - signal).numpy()
+    return optimise_field(field, (field.cells,), most, signal, starts, surrogates, method, rng)
 
 
 def band_weights(bands: int) -> torch.Tensor:
@@ -289,11 +275,17 @@ def band_weights(bands: int) -> torch.Tensor:
 
 
 def optimise_gain(signal_np, starts, surrogates, method: Method, rng) -> np.ndarray:
-    """I-FGSM on the gain field's grid (|g| <= gain_db), the loss summed over the windows
-    at `starts`; returns the perturbation y - clean."""
+    """I-FGSM on the gain field's grid (|g| <= gain_db), as `optimise_field`."""
     signal = torch.from_numpy(signal_np)
     field = GainField(signal, *method.gain_grid)
     shape = (field.bands.shape[1], field.cells)
+    return optimise_field(field, shape, method.gain_db, signal, starts, surrogates, method, rng)
+
+
+def optimise_field(field, shape, most, signal, starts, surrogates, method: Method, rng):
+    """I-FGSM on a field's grid u [shape] (the field's input is most * u, |u| <= 1), the
+    loss summed over the windows at `starts`, or random signs (method.random); returns the
+    perturbation field(most * u) - signal."""
     if method.random:
         u = torch.from_numpy(rng.choice([-1.0, 1.0], shape).astype(np.float32))
     else:
@@ -302,12 +294,12 @@ def optimise_gain(signal_np, starts, surrogates, method: Method, rng) -> np.ndar
         index = torch.from_numpy(starts[:, None] + np.arange(WINDOW)[None, :])
         for _ in range(method.steps):
             u = u.detach().requires_grad_(True)
-            windows = field(method.gain_db * u)[index]
+            windows = field(most * u)[index]
             total = sum(objective(s.logits(windows), s.target, "ce") for s in surrogates)
             (g,) = torch.autograd.grad(total, u)
             u = (u - step * torch.sign(g)).clamp(-1.0, 1.0)
     with torch.no_grad():
-        return (field(method.gain_db * u) - signal).numpy()
+        return (field(most * u) - signal).numpy()
 
 
 def feature_disruption(s: Surrogate, windows, clean_windows, layer: int) -> torch.Tensor:
