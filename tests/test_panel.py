@@ -344,3 +344,41 @@ def test_adaptive_masker_takes_the_evaluations_objective():
     assert same_masker(trained, evaluated.settings())
     assert not same_masker(trained, default.settings())
     assert same_masker(train.adaptive_masker("emodb", gain_db=3.0).settings(), default.settings())
+
+
+def _tiny_ravdess(root):
+    import soundfile as sf
+
+    rng = np.random.default_rng(1)
+    for actor in ("01", "02", "17", "19"):
+        folder = root / "ravdess" / f"Actor_{actor}"
+        folder.mkdir(parents=True)
+        for k in range(1, 9):  # every RAVDESS emotion code; calm (02) and surprised (08) unshared
+            t = np.arange(9000) / 16000
+            audio = 0.3 * np.sin(2 * np.pi * (100 + 50 * k) * t) + 0.02 * rng.standard_normal(9000)
+            name = f"03-01-{k:02d}-01-01-01-{actor}.wav"
+            sf.write(folder / name, audio.astype(np.float32), 16000)
+
+
+@pytest.mark.slow
+def test_also_corpus_trains_on_both_corpora_training_speakers_only(tmp_path):
+    """--also-corpus adds the other corpus's training speakers (shared labels, mapped to this
+    corpus's names); validation and test stay this corpus's speakers."""
+    from plainsight_export import train
+
+    _tiny_corpus(tmp_path)
+    _tiny_ravdess(tmp_path)
+    out = tmp_path / "run"
+    argv = ["--corpus", "emodb", "--data", str(tmp_path), "--arch", "compact", "--epochs", "1"]
+    argv += ["--batch-size", "8", "--out", str(out), "--no-progress", "--role", "reference"]
+    argv += ["--name", "surrogate-both", "--also-corpus", "ravdess"]
+    assert train.main(argv) == 0
+    report = json.loads((out / "surrogate-both.report.json").read_text())
+    assert report["classes"] == P.shared_classes("emodb")
+    assert report["also_trained_on"] == "ravdess"
+    # EmoDB: 2 training speakers x 6 shared labels; RAVDESS: actors 01 and 02 x 6 shared labels
+    assert report["n_clips"] == {"train": 12 + 12, "val": 6, "test": 12}
+    assert report["split"]["train"] == ["emodb:10", "emodb:11", "ravdess:01", "ravdess:02"]
+    assert report["split"]["test"] == ["03", "08"] and report["split"]["val"] == ["15"]
+    with pytest.raises(SystemExit):
+        train.parse_args(argv[:-2] + ["--also-corpus", "emodb"])

@@ -36,6 +36,9 @@ class ClipSet:
         return len(self.audio)
 
     def speakers(self) -> list[str]:
+        """Speaker IDs; prefixed by the corpus when the set mixes corpora (IDs overlap)."""
+        if len({u.corpus for u in self.utts}) > 1:
+            return sorted({f"{u.corpus}:{u.speaker}" for u in self.utts})
         return sorted({u.speaker for u in self.utts})
 
 
@@ -52,6 +55,11 @@ def subset(clips: ClipSet, keep: list[int]) -> ClipSet:
     return ClipSet(
         [clips.utts[i] for i in keep], [clips.audio[i] for i in keep], clips.labels[keep]
     )
+
+
+def concat(a: ClipSet, b: ClipSet) -> ClipSet:
+    """Two clip sets with labels on the same class list, as one."""
+    return ClipSet(a.utts + b.utts, a.audio + b.audio, np.concatenate([a.labels, b.labels]))
 
 
 def restrict_labels(clips: ClipSet, classes: list[str], label_map: dict | None = None) -> ClipSet:

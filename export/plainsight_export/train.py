@@ -88,6 +88,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         "(cross-corpus member; implies --shared-labels)",
     )
     p.add_argument(
+        "--also-corpus",
+        choices=sorted(CLASSES),
+        help="also train on the other corpus's training speakers over the shared labels "
+        "(a surrogate of two languages and recording set-ups; implies --shared-labels; "
+        "validation and test stay this corpus's speakers)",
+    )
+    p.add_argument(
         "--masked-cache",
         help="adaptive attacker: train on the clips masked as plainsight evaluate masks "
         "(the corpus's bundled model, default strength), cached as .npy in this folder "
@@ -156,9 +163,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     args.out = Path(args.out or Path("export/checkpoints") / args.corpus)
     args.augment = args.augment or ("panel" if args.panel else "default")
-    args.shared_labels = args.shared_labels or bool(args.score_corpus)
+    args.shared_labels = args.shared_labels or bool(args.score_corpus or args.also_corpus)
     if args.score_corpus == args.corpus:
         p.error("--score-corpus must be the other corpus")
+    if args.also_corpus == args.corpus:
+        p.error("--also-corpus must be the other corpus")
+    if args.also_corpus and args.loso:
+        p.error("--also-corpus needs the fixed split, not --loso")
+    if args.also_corpus and args.masked_cache:
+        p.error("--also-corpus trains a surrogate on clean audio; not with --masked-cache")
     args.name = args.name or args.arch
     return args
 
@@ -551,8 +564,20 @@ def cross_corpus_test(args, model, classes) -> tuple[dict, dict]:
     return label_map, evaluate(model, test, classes)
 
 
+def other_corpus_training(args, classes) -> D.ClipSet:
+    """--also-corpus's training speakers, labels mapped onto this corpus's shared classes
+    (its validation and test speakers are never used)."""
+    from plainsight.evaluate.panel import shared_label_map
+
+    other = D.load_corpus(args.data, args.also_corpus)
+    label_map = shared_label_map(args.also_corpus, args.corpus)
+    return D.restrict_labels(D.fixed_split(other)["train"], classes, label_map)
+
+
 def run_fixed(args, clips: D.ClipSet, classes) -> dict:
     parts = D.fixed_split(clips)
+    if args.also_corpus:
+        parts["train"] = D.concat(parts["train"], other_corpus_training(args, classes))
     clean_test = parts["test"]
     if args.masked_cache:
         masker = adaptive_masker(
@@ -624,6 +649,8 @@ def run_fixed(args, clips: D.ClipSet, classes) -> dict:
         }
         if maskers:
             extra["trained_on_masker"]["neutralize_reference"] = "per-speaker"
+    if args.also_corpus:
+        extra["also_trained_on"] = args.also_corpus
     if args.score_corpus:
         extra["label_map"], extra["cross_corpus_test"] = cross_corpus_test(args, model, classes)
         extra["scored_on"] = args.score_corpus

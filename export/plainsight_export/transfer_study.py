@@ -648,6 +648,15 @@ METHODS = _methods(
     ("warp-5ms-noise", [], {"warp_ms": 5.0, "random": True}),
     ("warp-1ms-50", ["compact"], {"warp_ms": 1.0, "warp_cell_s": 0.05}),
     ("warp-1ms-50-noise", [], {"warp_ms": 1.0, "warp_cell_s": 0.05, "random": True}),
+    # A surrogate trained on both corpora (two languages, two recording set-ups; shared
+    # labels): are its gradients closer to what models trained elsewhere read?
+    ("both", ["surrogate-compact-both"], {}),
+    ("gain-16x100-both", ["surrogate-compact-both"], {"gain_db": 3.0}),
+    (
+        "gain-16x100-compact+both-20",
+        ["compact", "surrogate-compact-both"],
+        {"gain_db": 3.0, "steps": 20},
+    ),
     # --stream only: the hop's gain chosen with the stream waiting 250 / 500 ms more
     ("gain-16x100-la250", ["compact"], {"gain_db": 3.0, "lookahead": 4000}),
     ("gain-16x100-la500", ["compact"], {"gain_db": 3.0, "lookahead": 8000}),
