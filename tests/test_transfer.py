@@ -325,3 +325,33 @@ def test_warp_craft_keeps_the_bound_and_moves_toward_the_target():
     # a 1 ms warp of a signal whose fastest part is 2300 Hz moves no sample by more than
     # 2 pi 2300 * 1 ms of its amplitude
     assert np.abs(delta).max() < 2 * np.pi * 2300 * 1e-3 * np.abs(audio).max()
+
+
+def test_surrogate_variants_keep_the_forward_and_change_the_backward(tmp_path, monkeypatch):
+    """`~linbp` computes the same logits with ReLU's backward as the identity; `~dropout`
+    keeps dropout on (another sub-network per call) and batch norm in eval mode."""
+    from plainsight_export import models as M
+
+    cfg = M.default_features("compact")
+    classes = ["anger", "neutral", "sadness"]
+    model = M.build_model("compact", len(classes), cfg).eval()
+    (tmp_path / "emodb").mkdir()
+    M.save_checkpoint(
+        tmp_path / "emodb" / "toy.pt", model, arch="compact", arch_kwargs={}, classes=classes,
+        features=cfg, window_samples=32000, seed=0, corpus="emodb", role="reference", metrics={},
+    )  # fmt: skip
+    monkeypatch.setattr(T, "CHECKPOINTS", tmp_path)
+    exact, linbp, drop = (T.load_surrogate("emodb", f"toy{v}") for v in ("", "~linbp", "~dropout"))
+    assert exact.target == linbp.target == 1
+    x = torch.tensor(_speechy(32000)[None])
+    grads = []
+    for s in (exact, linbp):
+        xx = x.clone().requires_grad_(True)
+        logits = s.logits(xx)
+        grads.append(torch.autograd.grad(logits[0, 0], xx)[0])
+    torch.testing.assert_close(exact.logits(x), linbp.logits(x))
+    assert not torch.allclose(grads[0], grads[1])
+    assert not torch.allclose(drop.logits(x), drop.logits(x))
+    assert not any(m.training for m in drop.model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    with pytest.raises(ValueError, match="unknown surrogate variant"):
+        T.load_surrogate("emodb", "toy~ghost")

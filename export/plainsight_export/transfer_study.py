@@ -55,10 +55,54 @@ class Surrogate:
         return forward(self.model, windows, fast=True)  # FFT front end: same features
 
 
+class _LinearBackwardReLU(torch.autograd.Function):
+    """ReLU forward, identity backward (LinBP, Guo et al. 2020): the gradient of the
+    network's linear skeleton, which in image work transfers further than the exact one."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clamp_min(0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+
+
+class LinearBackwardReLU(torch.nn.Module):
+    def forward(self, x):
+        return _LinearBackwardReLU.apply(x)
+
+
+def _replace_relus(module: torch.nn.Module) -> int:
+    count = 0
+    for name, child in module.named_children():
+        if isinstance(child, torch.nn.ReLU):
+            setattr(module, name, LinearBackwardReLU())
+            count += 1
+        else:
+            count += _replace_relus(child)
+    return count
+
+
 def load_surrogate(corpus: str, name: str) -> Surrogate:
-    model = M.load_checkpoint(CHECKPOINTS / corpus / f"{name}.pt")
+    """A checkpoint as a surrogate; `name~linbp` backpropagates through every ReLU as the
+    identity, `name~dropout` keeps dropout on while attacking (a new random sub-network per
+    gradient: a cheap ensemble, as ghost networks)."""
+    stem, _, variant = name.partition("~")
+    model = M.load_checkpoint(CHECKPOINTS / corpus / f"{stem}.pt")
     for p in model.parameters():
         p.requires_grad_(False)
+    if variant == "linbp":
+        if not _replace_relus(model):
+            raise ValueError(f"{name}: no ReLU to linearise")
+    elif variant == "dropout":
+        drops = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+        if not drops:
+            raise ValueError(f"{name}: no dropout to keep on")
+        for m in drops:
+            m.train()
+    elif variant:
+        raise ValueError(f"{name}: unknown surrogate variant {variant!r} (linbp, dropout)")
     classes = list(model.checkpoint["classes"])
     return Surrogate(name, model, classes.index(TARGET))
 
@@ -657,6 +701,12 @@ METHODS = _methods(
         ["compact", "surrogate-compact-both"],
         {"gain_db": 3.0, "steps": 20},
     ),
+    # Model-side tricks of image transfer work on the same surrogate: its linear skeleton's
+    # gradient (LinBP), and dropout kept on while attacking (a new sub-network every step).
+    ("linbp", ["compact~linbp"], {}),
+    ("dropout", ["compact~dropout"], {}),
+    ("gain-16x100-linbp", ["compact~linbp"], {"gain_db": 3.0}),
+    ("gain-16x100-dropout", ["compact~dropout"], {"gain_db": 3.0}),
     # --stream only: the hop's gain chosen with the stream waiting 250 / 500 ms more
     ("gain-16x100-la250", ["compact"], {"gain_db": 3.0, "lookahead": 4000}),
     ("gain-16x100-la500", ["compact"], {"gain_db": 3.0, "lookahead": 8000}),
