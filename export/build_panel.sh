@@ -5,7 +5,7 @@
 # into export/artifacts/. Epochs were chosen for a few minutes per member on this shared 2-core
 # machine (RAVDESS members got fewer epochs when the machine was loaded; see each report.json).
 # Usage: PLAINSIGHT_DATA=../shared/data bash export/build_panel.sh [dev] [final] [adaptive]
-#        [adaptive_neutralize] [adaptive_rebalance]
+#        [adaptive_neutralize] [adaptive_rebalance] [foundation]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${PLAINSIGHT_DATA:?set PLAINSIGHT_DATA to the folder holding emodb/ and ravdess/}"
@@ -48,6 +48,16 @@ final() {
     "${T[@]}" --panel final --corpus ravdess --arch crnn --seed 1 --epochs 25 --name attacker-final-crnn-s1
     "${T[@]}" --panel final --corpus ravdess --arch wav1d --seed 1 --epochs 15 --name attacker-final-wav1d-s1
     "${T[@]}" --panel final --corpus ravdess --arch cnn2 --seed 1 --epochs 25 --name attacker-final-cnn2-s1
+}
+
+foundation() {
+    # A pretrained speech model's embedding with a small classifier (added 2026-12-06): Whisper
+    # base's encoder (the evaluation's pinned ASR weights), mean + std over each 2 s window's
+    # frames, then LR (dev) or RBF SVM (final) on the same seed-0 augmented windows.
+    for c in emodb ravdess; do
+        "${S[@]}" --corpus $c --features whisper-base-encoder --classifier lr --panel dev --name whisper-lr-s0
+        "${S[@]}" --corpus $c --features whisper-base-encoder --classifier svc-rbf --panel final --name whisper-svm-rbf-s0
+    done
 }
 
 adaptive() {

@@ -57,3 +57,22 @@ def test_transcribes_silence_offline(monkeypatch):
     assert t.model_dir == ww.cache_dir()
     text = t.transcribe(np.zeros(16000, np.float32), "en")
     assert isinstance(text, str)
+
+
+@needs_weights
+def test_whisper_embedding_panel_feature(tmp_path, monkeypatch):
+    """The foundation-model panel feature: Whisper base's encoder pooled over one 2 s window,
+    1024 finite values, the same for the same window, different for different speech."""
+    from plainsight.evaluate import panel as P
+
+    monkeypatch.setenv(ww.ENV_DIR, str(tmp_path / "wb"))
+    monkeypatch.setattr(P, "_WHISPER", None)
+    t = np.arange(32000) / 16000
+    low = (0.1 * np.sin(2 * np.pi * 150 * t) * (1 + np.sin(2 * np.pi * 4 * t))).astype(np.float32)
+    high = (0.1 * np.sin(2 * np.pi * 2500 * t)).astype(np.float32)
+    a = P.whisper_embedding(low)
+    assert a.shape == (1024,) and a.dtype == np.float32 and np.isfinite(a).all()
+    np.testing.assert_array_equal(a, P.whisper_embedding(low))
+    assert np.abs(a - P.whisper_embedding(high)).max() > 0.1
+    feats, bounds = P.window_features([low, low[:20000]], "whisper-base-encoder")
+    assert feats.shape == (2, 1024) and list(bounds) == [0, 1, 2]

@@ -382,3 +382,21 @@ def test_also_corpus_trains_on_both_corpora_training_speakers_only(tmp_path):
     assert report["split"]["test"] == ["03", "08"] and report["split"]["val"] == ["15"]
     with pytest.raises(SystemExit):
         train.parse_args(argv[:-2] + ["--also-corpus", "emodb"])
+
+
+def test_explicit_attackers_take_statistics_members_too(tmp_path):
+    """`plainsight evaluate --attackers a,b` scores numpy statistics members beside ONNX ones
+    (it refused them: 'missing keys ['features']'), each with its panel role."""
+    from plainsight.evaluate.run import EvalConfig, build_scorers
+    from plainsight.masker import Masker
+
+    _, onnx_dir = _onnx_member(tmp_path, "wav1d", ["anger", "neutral"], panel="dev", family="wav1d")
+    stats_dir = _stats_member(tmp_path)[0]
+    masker = Masker(model="emodb")
+    cfg = EvalConfig(corpus="emodb", data="", masker={}, attackers=f"{onnx_dir},{stats_dir}")
+    whitebox, transfer = build_scorers(masker, "emodb", cfg, "onnx", 1)
+    assert [s.name for s in whitebox] == ["emodb-compact"]
+    assert [(s.name, s.role) for s in transfer] == [
+        ("emodb-attacker-dev-wav1d-s0", P.describe(onnx_dir)),
+        ("emodb-attacker-final-mfcc-svm-s0", "final panel, mfcc-svm"),
+    ]

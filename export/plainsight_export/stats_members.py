@@ -1,10 +1,11 @@
 """Utterance-statistics members of the held-out panel: window functionals + sklearn classifier.
 
 Features are computed by the runtime's numpy code (plainsight.evaluate.panel: MFCC + deltas
-functionals, or openSMILE eGeMAPSv02), on the same 2 s windows (hop 1 s) the scorer reads.
-Every training window is augmented once with the panel's benign augmentation (noise 10-40 dB,
-gain, low-pass). The fitted scaler and classifier are written as plain .npy arrays with a
-sha256 manifest (no pickles) to export/artifacts/<corpus>-attacker-<panel>-<name>/, and the
+functionals, openSMILE eGeMAPSv02, or Whisper base's pooled encoder output), on the same 2 s
+windows (hop 1 s) the scorer reads. Every training window is augmented once with the panel's
+benign augmentation (noise 10-40 dB, gain, low-pass). The fitted scaler and classifier are
+written as plain .npy arrays with a sha256 manifest (no pickles) to
+export/artifacts/<corpus>-attacker-<panel>-<name>/, and the
 report to export/checkpoints/<corpus>/attacker-<panel>-<name>.report.json.
 
     python -m plainsight_export.stats_members --corpus emodb --features mfcc-functionals \
@@ -210,6 +211,11 @@ def main(argv=None) -> int:
         "metrics": metrics,
         "versions": {d: metadata.version(d) for d in ("scikit-learn", "opensmile", "numpy")},
     }
+    if args.features == "whisper-base-encoder":
+        from plainsight.evaluate.whisper_weights import MODEL_SHA256
+
+        manifest["versions"] |= {d: metadata.version(d) for d in ("ctranslate2", "faster-whisper")}
+        manifest["whisper_model_sha256"] = MODEL_SHA256
     if label_map:
         manifest |= {"label_map": label_map, "scored_on": scored_on}
     write_member(REPO_ROOT / "export/artifacts" / f"{scored_on}-{name}", manifest, arrays)

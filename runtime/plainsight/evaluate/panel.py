@@ -88,7 +88,42 @@ def egemaps_functionals(window: np.ndarray) -> np.ndarray:
     return np.nan_to_num(values.astype(np.float32))
 
 
-FEATURES = {"mfcc-functionals": mfcc_functionals, "egemaps": egemaps_functionals}
+_WHISPER = None
+
+
+def whisper_embedding(window: np.ndarray) -> np.ndarray:
+    """Whisper base's encoder (the evaluation's ASR weights, int8, 1 thread) on one 2 s
+    window: mean and std of its 100 output frames, 1024 values. An embedding of a large
+    pretrained speech model with a small classifier on top, as a cloud would build its
+    emotion model (the `eval` extra; never needed by the device runtime)."""
+    global _WHISPER
+    if _WHISPER is None:
+        import ctranslate2
+        from faster_whisper.feature_extractor import FeatureExtractor
+
+        from plainsight.evaluate.whisper_weights import ensure_model_dir
+
+        model = ctranslate2.models.Whisper(
+            str(ensure_model_dir()), device="cpu", compute_type="int8", intra_threads=1
+        )
+        _WHISPER = model, FeatureExtractor(feature_size=80)
+    model, extractor = _WHISPER
+    mel = extractor(window.astype(np.float32), padding=0)[None]  # [1, 80, 200]
+    hidden = np.asarray(model.encode(ctranslate2_view(mel), to_cpu=True))[0]  # [100, 512]
+    return np.concatenate([hidden.mean(0), hidden.std(0)]).astype(np.float32)
+
+
+def ctranslate2_view(array: np.ndarray):
+    import ctranslate2
+
+    return ctranslate2.StorageView.from_array(np.ascontiguousarray(array, np.float32))
+
+
+FEATURES = {
+    "mfcc-functionals": mfcc_functionals,
+    "egemaps": egemaps_functionals,
+    "whisper-base-encoder": whisper_embedding,
+}
 
 
 def window_features(audios: list[np.ndarray], kind: str) -> tuple[np.ndarray, np.ndarray]:

@@ -153,16 +153,20 @@ def find_attackers(corpus: str, explicit: str | None = None) -> list[ModelSpec]:
     return [
         load_model_dir(d)
         for d in sorted(root.glob(f"{corpus}-attacker-*"))
-        if (d / "manifest.json").is_file() and not _is_stats_member(d)
+        if (d / "manifest.json").is_file() and not is_stats_member(d)
     ]
 
 
-def _is_stats_member(directory: Path) -> bool:
+def is_stats_member(directory: Path) -> bool:
+    """A numpy statistics member of the panel (False for a graph dir or a broken path,
+    which load_model_dir then reports)."""
     import json
 
-    return json.loads((directory / "manifest.json").read_text()).get("format") == (
-        "plainsight-stats-1"
-    )
+    try:
+        manifest = json.loads((Path(directory) / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("format") == "plainsight-stats-1"
 
 
 def find_artifact(corpus: str, name: str) -> Path | None:

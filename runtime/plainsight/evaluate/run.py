@@ -30,6 +30,7 @@ from plainsight.evaluate.pipeline import (
     Scorer,
     find_artifact,
     find_attackers,
+    is_stats_member,
     mask_clips,
     noise_control,
     quality,
@@ -131,15 +132,27 @@ def build_scorers(masker: Masker, corpus: str, cfg: EvalConfig, backend: str, th
     used = {str(spec.directory) for spec in masker.specs}
     if cfg.panel is not None:
         return whitebox, panel_scorers(corpus, cfg, masker, used)
-    transfer = []
-    specs = find_attackers(corpus, cfg.attackers)
-    seed_cnn = find_artifact(corpus, "seed-cnn")
-    if seed_cnn is not None and cfg.attackers is None:
-        specs.append(load_model_dir(seed_cnn))
+    transfer, stats_dirs = [], []
+    if cfg.attackers is None:
+        specs = find_attackers(corpus)
+        seed_cnn = find_artifact(corpus, "seed-cnn")
+        if seed_cnn is not None:
+            specs.append(load_model_dir(seed_cnn))
+    else:  # explicit dirs: ONNX graphs and numpy statistics members alike
+        dirs = [Path(p.strip()) for p in cfg.attackers.split(",") if p.strip()]
+        stats_dirs = [d for d in dirs if is_stats_member(d)]
+        specs = [load_model_dir(d) for d in dirs if d not in stats_dirs]
     for spec in specs + [load_model_dir(p) for p in cfg.extra_scorers]:
         if str(spec.directory) not in used:
             transfer.append(Scorer(spec, backend, threads))
             used.add(str(spec.directory))
+    if cfg.attackers is not None:  # explicit members say their panel and family
+        from plainsight.evaluate import panel
+
+        transfer += [panel.StatsScorer(d) for d in stats_dirs]
+        for scorer in transfer:
+            where = scorer.directory if hasattr(scorer, "directory") else scorer.spec.directory
+            scorer.role = panel.describe(Path(where))
     return whitebox, transfer
 
 
