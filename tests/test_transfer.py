@@ -355,3 +355,39 @@ def test_surrogate_variants_keep_the_forward_and_change_the_backward(tmp_path, m
     assert not any(m.training for m in drop.model.modules() if isinstance(m, torch.nn.BatchNorm2d))
     with pytest.raises(ValueError, match="unknown surrogate variant"):
         T.load_surrogate("emodb", "toy~ghost")
+
+
+def test_score_panel_only_reads_cached_clips(tmp_path, monkeypatch):
+    """--score-panel final reports the final panel on clips crafted earlier (on the dev panel): it
+    crafts nothing, scores masked and noise control, and refuses a method never crafted."""
+    from types import SimpleNamespace
+
+    from plainsight.evaluate import panel as panel_mod
+
+    clips = [
+        SimpleNamespace(audio=_speechy(16000, i), utt=SimpleNamespace(label="x")) for i in range(3)
+    ]
+    monkeypatch.setattr(T.P, "test_clips", lambda data, corpus, limit: clips)
+
+    class Loudness:  # a 'member' whose UAR is the mean level it hears
+        name = "emodb-attacker-final-loud-s0"
+
+        def report(self, audios, labels):
+            return {"uar": float(np.mean([np.abs(a).mean() for a in audios]))}
+
+    monkeypatch.setattr(panel_mod, "load_panel", lambda corpus, which: [Loudness()])
+    monkeypatch.setattr(T, "craft", lambda *a, **k: pytest.fail("scoring must not craft"))
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    np.savez(cache / "m.npz", **{f"clip{i}": 2 * c.audio for i, c in enumerate(clips)})
+    args = SimpleNamespace(data="", corpus="emodb", limit=3, snr_db=38.0, methods=["m"],
+                           cache=cache, out=tmp_path / "out", score_panel="final",
+                           codec="none")  # fmt: skip
+    out = T.score_cached(args)
+    member = Loudness.name
+    assert out["rows"]["m"]["masked"][member] > out["rows"]["clean"][member]
+    assert member in out["rows"]["m"]["noise"]
+    assert "| m |" in (tmp_path / "out" / "final_panel.md").read_text()
+    args.methods = ["never-crafted"]
+    with pytest.raises(SystemExit, match="craft never-crafted on the dev panel first"):
+        T.score_cached(args)

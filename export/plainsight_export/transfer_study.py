@@ -89,6 +89,14 @@ def load_surrogate(corpus: str, name: str) -> Surrogate:
     identity, `name~dropout` keeps dropout on while attacking (a new random sub-network per
     gradient: a cheap ensemble, as ghost networks)."""
     stem, _, variant = name.partition("~")
+    head = CHECKPOINTS / corpus / f"{stem}.npz"
+    if head.is_file():  # a head on Whisper base's encoder (plainsight_export.whisper_torch)
+        from plainsight_export.whisper_torch import load_surrogate_head
+
+        if variant:
+            raise ValueError(f"{name}: no variants for a Whisper head")
+        model, classes = load_surrogate_head(head)
+        return Surrogate(name, model, classes.index(TARGET))
     model = M.load_checkpoint(CHECKPOINTS / corpus / f"{stem}.pt")
     for p in model.parameters():
         p.requires_grad_(False)
@@ -619,6 +627,7 @@ ENSEMBLE = ["compact", "surrogate-crnn", "surrogate-mfcc", "surrogate-cnn2"]
 # Same family, other seeds (in image work, an ensemble of seeds transfers to another seed).
 SEEDS = ["compact", "surrogate-compact-s11", "surrogate-compact-s12", "surrogate-compact-s13"]
 ROBUST = ["surrogate-compact-robust"]
+WHISPER = "surrogate-whisper-lr-s11"  # python -m plainsight_export.whisper_torch
 ROBUST_ENSEMBLE = [
     "surrogate-compact-robust",
     "surrogate-crnn",
@@ -707,6 +716,12 @@ METHODS = _methods(
     ("dropout", ["compact~dropout"], {}),
     ("gain-16x100-linbp", ["compact~linbp"], {"gain_db": 3.0}),
     ("gain-16x100-dropout", ["compact~dropout"], {"gain_db": 3.0}),
+    # A head on a public pretrained backbone (Whisper base's encoder, differentiable in torch):
+    # does a change that moves it reach other classifiers built on the same backbone?
+    ("whisper", [WHISPER], {}),
+    ("gain-16x100-whisper", [WHISPER], {"gain_db": 3.0}),
+    ("compact+whisper-20", ["compact", WHISPER], {"steps": 20}),
+    ("gain-16x100-compact+whisper-20", ["compact", WHISPER], {"gain_db": 3.0, "steps": 20}),
     # --stream only: the hop's gain chosen with the stream waiting 250 / 500 ms more
     ("gain-16x100-la250", ["compact"], {"gain_db": 3.0, "lookahead": 4000}),
     ("gain-16x100-la500", ["compact"], {"gain_db": 3.0, "lookahead": 8000}),
@@ -814,6 +829,75 @@ def run(args) -> dict:
     return results
 
 
+def score_cached(args) -> dict:
+    """Report only: a panel's UAR on clips a method has ALREADY crafted (on the development
+    panel), beside clean and the same-SNR noise control, optionally all three after a codec
+    round trip (`--codec opus:24`, calibrated on the clean clips as `plainsight evaluate`
+    does). Crafts nothing, so `--score-panel final` can never steer a method; writes
+    <panel>_panel[_<codec>].json / .md in --out."""
+    from plainsight.evaluate import codec as codecs
+    from plainsight.evaluate.panel import load_panel
+
+    torch.set_num_threads(1)
+    clips = P.test_clips(args.data, args.corpus, args.limit)
+    clean = [c.audio for c in clips]
+    labels = [c.utt.label for c in clips]
+    codec = codecs.parse_codec(args.codec)
+    if codec.lossy:
+        codecs.calibrate(codec, clean[:24], RATE)
+
+    def heard(audios):
+        return codecs.apply(codec, audios, RATE)[0]
+
+    panel = load_panel(args.corpus, args.score_panel)
+    if args.score_panel == "dev":
+        panel = [m if hasattr(m, "clip_logits") else P.Scorer(m) for m in panel]
+    rows = {"clean": {s.name: uar(s, heard(clean), labels) for s in panel}}
+    for name in args.methods:
+        cached = args.cache / f"{name}.npz"
+        if not cached.is_file():
+            raise SystemExit(
+                f"transfer-study: {cached} missing: craft {name} on the dev panel first"
+            )
+        with np.load(cached) as z:
+            masked = [z[f"clip{i}"] for i in range(len(clean))]
+        noise = P.noise_control(clean, masked)
+        rows[name] = {
+            "masked": {s.name: uar(s, heard(masked), labels) for s in panel},
+            "noise": {s.name: uar(s, heard(noise), labels) for s in panel},
+        }
+        print(f"{name}: {json.dumps(rows[name])}", file=sys.stderr)
+    out = {
+        "corpus": args.corpus,
+        "panel": args.score_panel,
+        "codec": codec.name,
+        "n_clips": len(clips),
+        "snr_db": args.snr_db,
+        "rows": rows,
+    }
+    stem = f"{args.score_panel}_panel" + ("" if not codec.lossy else f"_{codec.name}")
+    stem = stem.replace(":", "")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{stem}.json").write_text(json.dumps(out, indent=1) + "\n")
+    members = [s.name for s in panel]
+    lines = [
+        f"# {args.score_panel} panel (cached clips, report only), {args.corpus}, "
+        f"{len(clips)} clips, {args.snr_db:g} dB, listeners hear: {codec.name}",
+        "",
+        "UAR %, masked [same-SNR noise control]; clean in the first row.",
+        "",
+        "| method | " + " | ".join(m.split("-attacker-")[-1] for m in members) + " |",
+        "|---" * (len(members) + 1) + "|",
+        "| clean | " + " | ".join(f"{100 * rows['clean'][m]:.1f}" for m in members) + " |",
+    ]
+    for name in args.methods:
+        r = rows[name]
+        cells = [f"{100 * r['masked'][m]:.1f} [{100 * r['noise'][m]:.1f}]" for m in members]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    (args.out / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    return out
+
+
 def table(results: dict) -> str:
     members = results["panel_members"]
     clean = results["clean"]
@@ -901,6 +985,17 @@ def main(argv=None) -> int:
         action="store_true",
         help="score every cached method's clips with the current dev panel, no crafting",
     )
+    parser.add_argument(
+        "--score-panel",
+        choices=["dev", "final"],
+        help="score the listed methods' cached clips with this panel and stop (crafts "
+        "nothing; final is for reports of methods chosen on the dev panel)",
+    )
+    parser.add_argument(
+        "--codec",
+        default="none",
+        help="with --score-panel: listeners hear every clip after this round trip (opus:24)",
+    )
     args = parser.parse_args(argv)
     if not args.data:
         print("transfer-study: give --data or set PLAINSIGHT_DATA", file=sys.stderr)
@@ -916,7 +1011,7 @@ def main(argv=None) -> int:
     if unknown:
         print(f"transfer-study: unknown methods {unknown}; know {list(METHODS)}", file=sys.stderr)
         return 2
-    run(args)
+    score_cached(args) if args.score_panel else run(args)
     return 0
 
 

@@ -1,0 +1,64 @@
+"""Whisper base's encoder in torch (build side) equals CTranslate2's on the pinned weights,
+and the pooled head is the whisper members' classifier, differentiable."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="the torch port is build-side")
+
+from plainsight.evaluate import panel as P  # noqa: E402
+from plainsight.evaluate import whisper_weights as ww  # noqa: E402
+
+pytestmark = pytest.mark.skipif(
+    not ww.weights_installed(), reason=f"Whisper weight packages not installed: {ww.INSTALL_HINT}"
+)
+
+
+def _speechy(n=32000):
+    t = np.arange(n) / 16000
+    rng = np.random.default_rng(3)
+    voiced = np.sin(2 * np.pi * 140 * t) + 0.4 * np.sin(2 * np.pi * 1900 * t)
+    return (0.1 * voiced * (1 + np.sin(2 * np.pi * 3 * t)) + 0.01 * rng.standard_normal(n)).astype(
+        np.float32
+    )
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return ww.ensure_model_dir(tmp_path_factory.mktemp("wb"))
+
+
+def test_torch_encoder_equals_ctranslate2(model_dir):
+    import ctranslate2
+    from faster_whisper.feature_extractor import FeatureExtractor
+    from plainsight_export.whisper_torch import LogMel, WhisperEncoder
+
+    x = _speechy()
+    mel = FeatureExtractor(feature_size=80)(x, padding=0)
+    torch_mel = LogMel()(torch.from_numpy(x)[None])[0].numpy()
+    np.testing.assert_allclose(torch_mel, mel, atol=1e-4)
+    reference = ctranslate2.models.Whisper(str(model_dir), compute_type="float32", intra_threads=1)
+    expected = np.asarray(reference.encode(P.ctranslate2_view(mel[None]), to_cpu=True))[0]
+    with torch.no_grad():
+        got = WhisperEncoder(model_dir / "model.bin")(torch.from_numpy(x)[None])[0].numpy()
+    assert got.shape == expected.shape == (100, 512)
+    assert np.linalg.norm(got - expected) / np.linalg.norm(expected) < 1e-4
+
+
+def test_pooled_head_is_the_members_linear_classifier_and_has_a_gradient(model_dir):
+    from plainsight_export.whisper_torch import PooledHead, WhisperEncoder
+
+    rng = np.random.default_rng(0)
+    mean, scale = rng.normal(size=1024), rng.uniform(0.5, 2, 1024)
+    coef, intercept = rng.normal(size=(3, 1024)), rng.normal(size=3)
+    head = PooledHead(WhisperEncoder(model_dir / "model.bin"), mean, scale, coef, intercept)
+    x = torch.from_numpy(_speechy())[None].requires_grad_(True)
+    logits = head(x)
+    hidden = head.encoder(x)[0].detach().numpy()
+    pooled = np.concatenate([hidden.mean(0), hidden.std(0)])
+    expected = P.linear_scores(
+        ((pooled - mean) / scale)[None], {"coef": coef, "intercept": intercept}
+    )
+    np.testing.assert_allclose(logits.detach().numpy(), expected, rtol=1e-4, atol=1e-3)
+    (grad,) = torch.autograd.grad(logits[0, 1], x)
+    assert grad.shape == x.shape and torch.isfinite(grad).all() and grad.abs().max() > 0
