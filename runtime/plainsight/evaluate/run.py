@@ -150,9 +150,11 @@ def build_scorers(masker: Masker, corpus: str, cfg: EvalConfig, backend: str, th
         from plainsight.evaluate import panel
 
         transfer += [panel.StatsScorer(d) for d in stats_dirs]
+        named = {str(d) for d in dirs}
         for scorer in transfer:
             where = scorer.directory if hasattr(scorer, "directory") else scorer.spec.directory
-            scorer.role = panel.describe(Path(where))
+            if str(where) in named:  # not the extra scorers
+                scorer.role = panel.describe(Path(where))
     return whitebox, transfer
 
 
