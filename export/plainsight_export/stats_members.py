@@ -5,8 +5,8 @@ functionals, openSMILE eGeMAPSv02, or Whisper base's pooled encoder output), on 
 windows (hop 1 s) the scorer reads. Every training window is augmented once with the panel's
 benign augmentation (noise 10-40 dB, gain, low-pass). The fitted scaler and classifier are
 written as plain .npy arrays with a sha256 manifest (no pickles) to
-export/artifacts/<corpus>-attacker-<panel>-<name>/, and the
-report to export/checkpoints/<corpus>/attacker-<panel>-<name>.report.json.
+export/artifacts/<corpus>-attacker-<panel>-<name>/, and the report to
+export/checkpoints/<corpus>/attacker-<panel>-<name>.report.json.
 
     python -m plainsight_export.stats_members --corpus emodb --features mfcc-functionals \
         --classifier lr --panel dev --name mfcc-lr-s0
