@@ -136,6 +136,24 @@ def parse_args(argv=None):
     return args
 
 
+def fit_selected(kind: str, x_train, y_train, x_val, y_val, classes, seed: int):
+    """Standardise, then the classifier whose C (from C_GRID) gives the best validation-speaker
+    window UAR, never the test speakers': (scaler, classifier, C, validation UAR)."""
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler().fit(x_train)
+    scaler.scale_ = np.maximum(scaler.scale_, 1e-6)
+    best = None
+    for c in C_GRID:
+        clf = make_classifier(kind, c, seed).fit(scaler.transform(x_train), y_train)
+        val_uar = score(y_val, clf.predict(scaler.transform(x_val)), classes)["uar"]
+        print(f"C={c:g}: validation window UAR {val_uar:.3f}", file=sys.stderr)
+        if best is None or val_uar > best[0]:
+            best = (val_uar, c, clf)
+    val_uar, c, clf = best
+    return scaler, clf, c, val_uar
+
+
 def cached(path: Path, compute):
     if path.is_file():
         with np.load(path, allow_pickle=False) as z:
@@ -149,8 +167,6 @@ def cached(path: Path, compute):
 
 
 def main(argv=None) -> int:
-    from sklearn.preprocessing import StandardScaler
-
     args = parse_args(argv)
     start = time.time()
     scored_on = args.score_corpus or args.corpus
@@ -166,17 +182,9 @@ def main(argv=None) -> int:
         Path(args.cache) / f"{tag}-val.npz",
         lambda: augmented_features(parts["val"], args.features, args.seed, False),
     )
-    scaler = StandardScaler().fit(x_train)
-    scaler.scale_ = np.maximum(scaler.scale_, 1e-6)
-    # C from the validation speakers' windows (UAR), never from the test speakers.
-    best = None
-    for c in C_GRID:
-        clf = make_classifier(args.classifier, c, args.seed).fit(scaler.transform(x_train), y_train)
-        val_uar = score(y_val, clf.predict(scaler.transform(x_val)), classes)["uar"]
-        print(f"C={c:g}: validation window UAR {val_uar:.3f}", file=sys.stderr)
-        if best is None or val_uar > best[0]:
-            best = (val_uar, c, clf)
-    val_uar, c, clf = best
+    scaler, clf, c, val_uar = fit_selected(
+        args.classifier, x_train, y_train, x_val, y_val, classes, args.seed
+    )
     settings, arrays = classifier_params(clf)
     arrays |= {"scaler_mean": scaler.mean_, "scaler_scale": scaler.scale_}
     params = settings | {k: np.asarray(v, np.float32).astype(np.float64) for k, v in arrays.items()}

@@ -849,9 +849,7 @@ def score_cached(args) -> dict:
     def heard(audios):
         return codecs.apply(codec, audios, RATE)[0]
 
-    panel = load_panel(args.corpus, args.score_panel)
-    if args.score_panel == "dev":
-        panel = [m if hasattr(m, "clip_logits") else P.Scorer(m) for m in panel]
+    panel = load_panel(args.corpus, args.score_panel)  # scorers, ONNX and statistics alike
     rows = {"clean": {s.name: uar(s, heard(clean), labels) for s in panel}}
     for name in args.methods:
         cached = args.cache / f"{name}.npz"

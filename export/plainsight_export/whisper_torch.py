@@ -168,11 +168,9 @@ def fit_surrogate_head(data: str, corpus: str, seed: int, cache: str) -> Path:
     (augmented once with `seed`, another draw than the panel members' seed 0), C chosen on the
     validation speakers; saved as plain arrays (no pickle) beside the other surrogates."""
     from plainsight.corpora import CLASSES
-    from sklearn.preprocessing import StandardScaler
 
     from plainsight_export import data as D
     from plainsight_export import stats_members as S
-    from plainsight_export.train import score
 
     kind = "whisper-base-encoder"
     parts = D.fixed_split(D.load_corpus(data, corpus))
@@ -181,16 +179,12 @@ def fit_surrogate_head(data: str, corpus: str, seed: int, cache: str) -> Path:
                     lambda: S.augmented_features(parts["train"], kind, seed, True))  # fmt: skip
     xv, yv = S.cached(Path(cache) / f"{tag}-val.npz",
                       lambda: S.augmented_features(parts["val"], kind, seed, False))  # fmt: skip
-    scaler = StandardScaler().fit(x)
-    scaler.scale_ = np.maximum(scaler.scale_, 1e-6)
-    fits = [S.make_classifier("lr", c, seed).fit(scaler.transform(x), y) for c in S.C_GRID]
-    uars = [score(yv, f.predict(scaler.transform(xv)), CLASSES[corpus])["uar"] for f in fits]
-    best = int(np.argmax(uars))
+    scaler, clf, c, val_uar = S.fit_selected("lr", x, y, xv, yv, CLASSES[corpus], seed)
     out = surrogate_path(corpus, seed)
     np.savez(
-        out, mean=scaler.mean_, scale=scaler.scale_, coef=fits[best].coef_,
-        intercept=fits[best].intercept_, classes=np.array(CLASSES[corpus]),
-        c=S.C_GRID[best], val_window_uar=uars[best],
+        out, mean=scaler.mean_, scale=scaler.scale_, coef=clf.coef_,
+        intercept=clf.intercept_, classes=np.array(CLASSES[corpus]),
+        c=c, val_window_uar=val_uar,
     )  # fmt: skip
     return out
 
