@@ -628,6 +628,8 @@ ENSEMBLE = ["compact", "surrogate-crnn", "surrogate-mfcc", "surrogate-cnn2"]
 SEEDS = ["compact", "surrogate-compact-s11", "surrogate-compact-s12", "surrogate-compact-s13"]
 ROBUST = ["surrogate-compact-robust"]
 WHISPER = "surrogate-whisper-lr-s11"  # python -m plainsight_export.whisper_torch
+STUDENT = "surrogate-student-whisper-s11"  # python -m plainsight_export.distill
+STUDENT_ADV = "surrogate-student-whisper-adv-s11"  # ... --adversarial
 ROBUST_ENSEMBLE = [
     "surrogate-compact-robust",
     "surrogate-crnn",
@@ -721,6 +723,14 @@ METHODS = _methods(
     ("whisper", [WHISPER], {}),
     ("gain-16x100-whisper", [WHISPER], {"gain_db": 3.0}),
     ("compact+whisper-20", ["compact", WHISPER], {"steps": 20}),
+    # The zero-cost form a device could ship: one pattern, trained offline through the encoder.
+    ("whisper-1", [WHISPER], {"steps": 1}),  # fewer steps through the encoder: the cost frontier
+    ("whisper-3", [WHISPER], {"steps": 3}),
+    ("universal-whisper", [WHISPER], {"universal": True}),
+    # ... or a compact CNN distilled from the Whisper head (python -m plainsight_export.distill),
+    # whose gradient the device can afford: does it carry the Whisper head's reach?
+    ("student", [STUDENT], {}),
+    ("student-adv", [STUDENT_ADV], {}),
     ("gain-16x100-compact+whisper-20", ["compact", WHISPER], {"gain_db": 3.0, "steps": 20}),
     # --stream only: the hop's gain chosen with the stream waiting 250 / 500 ms more
     ("gain-16x100-la250", ["compact"], {"gain_db": 3.0, "lookahead": 4000}),
