@@ -62,3 +62,20 @@ def test_pooled_head_is_the_members_linear_classifier_and_has_a_gradient(model_d
     np.testing.assert_allclose(logits.detach().numpy(), expected, rtol=1e-4, atol=1e-3)
     (grad,) = torch.autograd.grad(logits[0, 1], x)
     assert grad.shape == x.shape and torch.isfinite(grad).all() and grad.abs().max() > 0
+
+
+def test_feature_disruption_reads_the_encoder_at_the_asked_depth(model_dir):
+    from plainsight_export import transfer_study as T
+    from plainsight_export.whisper_torch import PooledHead, WhisperEncoder
+
+    encoder = WhisperEncoder(model_dir / "model.bin")
+    head = PooledHead(encoder, np.zeros(1024), np.ones(1024), np.zeros((2, 1024)), np.zeros(2))
+    x = torch.from_numpy(_speechy())[None]
+    with torch.no_grad():
+        full = encoder(x)
+        assert torch.allclose(encoder.norm(encoder(x, depth=6)), full, atol=1e-6)
+        assert not torch.allclose(encoder(x, depth=0), encoder(x, depth=2))
+        s = T.Surrogate("w", head, 0)
+        assert T.feature_disruption(s, x, x, 2).abs().item() < 1e-12
+        pushed = x + 0.01 * torch.randn_like(x)
+        assert T.feature_disruption(s, pushed, x, 0).item() < 0

@@ -355,13 +355,24 @@ def optimise_field(field, shape, most, signal, starts, surrogates, method: Metho
 
 
 def feature_disruption(s: Surrogate, windows, clean_windows, layer: int) -> torch.Tensor:
-    """Loss to MINIMISE: minus the relative squared change of a log-mel CNN's intermediate
-    feature map (its first `layer` body layers), a model-agnostic push away from the clean
-    clip's features rather than toward one model's decision."""
-    head = s.model.body[:layer]
+    """Loss to MINIMISE: minus the relative squared change of an intermediate feature map (a
+    log-mel CNN's first `layer` body layers; a Whisper head's encoder after `layer` blocks), a
+    model-agnostic push away from the clean clip's features rather than toward one model's
+    decision."""
+    if hasattr(s.model, "encoder"):
+
+        def head(x):
+            return s.model.encoder(x, depth=layer)
+
+    else:
+        body = s.model.body[:layer]
+
+        def head(x):
+            return body(s.model.features(x, fast=True))
+
     with torch.no_grad():
-        ref = head(s.model.features(clean_windows, fast=True))
-    out = head(s.model.features(windows, fast=True))
+        ref = head(clean_windows)
+    out = head(windows)
     return -(out - ref).pow(2).mean() / ref.pow(2).mean().clamp_min(1e-12)
 
 
@@ -374,7 +385,9 @@ def gradient(u, signal, bound, starts, surrogates, method: Method, rng, shaper=N
         index = torch.from_numpy(st[:, None] + np.arange(WINDOW)[None, :])
         windows = x[index]
         for s in surrogates:
-            feature = "feature" in method.loss and isinstance(s.model, M.Model)
+            feature = "feature" in method.loss and (
+                isinstance(s.model, M.Model) or hasattr(s.model, "encoder")
+            )
             if feature:
                 total = total + feature_disruption(s, windows, signal[index], method.layer)
             if not feature or method.loss == "ce+feature":
@@ -727,6 +740,11 @@ METHODS = _methods(
     ("whisper-1", [WHISPER], {"steps": 1}),  # fewer steps through the encoder: the cost frontier
     ("whisper-3", [WHISPER], {"steps": 3}),
     ("universal-whisper", [WHISPER], {"universal": True}),
+    # Push the encoder's features away from the clean clip's after its convolutions (0) or
+    # 2 of 6 blocks: a fraction of the cost; does the change carry through the later blocks?
+    ("whisper-feature-l0", [WHISPER], {"loss": "feature", "layer": 0}),
+    ("whisper-feature-l2", [WHISPER], {"loss": "feature", "layer": 2}),
+    ("whisper-feature-l6", [WHISPER], {"loss": "feature", "layer": 6}),
     # ... or a compact CNN distilled from the Whisper head (python -m plainsight_export.distill),
     # whose gradient the device can afford: does it carry the Whisper head's reach?
     ("student", [STUDENT], {}),

@@ -134,13 +134,15 @@ class WhisperEncoder(nn.Module):
         self.norm = _layer_norm(v, "encoder/layer_norm")
         self.eval()
 
-    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+    def forward(self, waveform: torch.Tensor, depth: int | None = None) -> torch.Tensor:
+        """`depth`: stop after that many transformer blocks (0: the convolutions' output) and
+        return the hidden state before the final norm: a cheaper, intermediate feature."""
         x = nn.functional.gelu(self.conv1(self.mel(waveform)))
         x = nn.functional.gelu(self.conv2(x)).transpose(1, 2)
         x = x + self.positions[: x.shape[1]]
-        for block in self.blocks:
+        for block in self.blocks[:depth]:
             x = block(x)
-        return self.norm(x)
+        return x if depth is not None else self.norm(x)
 
 
 class PooledHead(nn.Module):
