@@ -79,3 +79,18 @@ def test_feature_disruption_reads_the_encoder_at_the_asked_depth(model_dir):
         assert T.feature_disruption(s, x, x, 2).abs().item() < 1e-12
         pushed = x + 0.01 * torch.randn_like(x)
         assert T.feature_disruption(s, pushed, x, 0).item() < 0
+
+
+def test_pooled_head_on_a_middle_layer_pools_that_layer(model_dir):
+    from plainsight_export.whisper_torch import PooledHead, WhisperEncoder, layer_features
+
+    rng = np.random.default_rng(1)
+    encoder = WhisperEncoder(model_dir / "model.bin")
+    coef, intercept = rng.normal(size=(3, 1024)), rng.normal(size=3)
+    head = PooledHead(encoder, np.zeros(1024), np.ones(1024), coef, intercept, depth=3)
+    x = _speechy()
+    with torch.no_grad():
+        logits = head(torch.from_numpy(x)[None])[0].numpy()
+    pooled = layer_features(encoder, 3)(x)
+    np.testing.assert_allclose(logits, pooled @ coef.T + intercept, rtol=1e-4, atol=1e-3)
+    assert not np.allclose(pooled, layer_features(encoder, 6)(x))

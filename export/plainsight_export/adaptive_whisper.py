@@ -11,6 +11,8 @@ validation speakers), trained on one random 2 s crop of every training clip:
 
 Both are scored on the transfer study's test clips, clean and as each listed method crafted
 them (its cache), with the evaluation's protocol (mean over 2 s windows, hop 1 s).
+`--depth K`: the heads read the encoder's hidden state after K of its 6 blocks instead (the
+torch port, float32): does the mask reach a cloud that pools another layer?
 
     python -m plainsight_export.adaptive_whisper --corpus emodb --out docs/evaluation-results/...
 """
@@ -34,7 +36,7 @@ from plainsight_export import stats_members as S
 from plainsight_export import transfer_study as T
 from plainsight_export.distill import crops, teacher_masked
 from plainsight_export.train import score
-from plainsight_export.whisper_torch import load_surrogate_head, surrogate_path
+from plainsight_export.whisper_torch import layer_features, load_surrogate_head, surrogate_path
 
 KIND = "whisper-base-encoder"
 SEED = 11  # the teacher's and the crops' seed
@@ -45,8 +47,8 @@ def as_clips(like: D.ClipSet, audio: list[np.ndarray]) -> D.ClipSet:
     return D.ClipSet(like.utts, audio, like.labels)
 
 
-def clip_uar(scaler, clf, audios, labels, classes) -> float:
-    feats, bounds = panel.window_features(audios, KIND)
+def clip_uar(scaler, clf, audios, labels, classes, kind: str) -> float:
+    feats, bounds = panel.window_features(audios, kind)
     scores = clf.decision_function(scaler.transform(feats.astype(np.float64)))
     per_clip = [scores[a:b].mean(0) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
     return score(np.asarray(labels), np.argmax(per_clip, axis=1), classes)["uar"]
@@ -58,6 +60,10 @@ def run(args) -> dict:
     parts = D.fixed_split(D.load_corpus(args.data, args.corpus))
     head, _ = load_surrogate_head(surrogate_path(args.corpus, SEED))
     teacher = T.Surrogate("teacher", head, classes.index(T.TARGET))
+    kind = KIND
+    if args.depth is not None:
+        kind = f"whisper-torch-l{args.depth}"
+        panel.FEATURES[kind] = layer_features(head.encoder, args.depth)
     cache = Path(args.cache)
     split_audio = {
         "control": {k: crops(parts[k], SEED) for k in ("train", "val")},
@@ -75,17 +81,19 @@ def run(args) -> dict:
     for method in args.methods:
         with np.load(study / f"{method}.npz") as z:
             heard[method] = [z[f"clip{i}"] for i in range(len(test))]
-    results = {"corpus": args.corpus, "n_clips": len(test), "members": {}}
+    results = {"corpus": args.corpus, "n_clips": len(test), "features": kind, "members": {}}
     for member, audio in split_audio.items():
-        x, y = S.augmented_features(as_clips(parts["train"], audio["train"]), KIND,
+        x, y = S.augmented_features(as_clips(parts["train"], audio["train"]), kind,
                                     MEMBER_SEED, True)  # fmt: skip
-        xv, yv = S.augmented_features(as_clips(parts["val"], audio["val"]), KIND,
+        xv, yv = S.augmented_features(as_clips(parts["val"], audio["val"]), kind,
                                       MEMBER_SEED, False)  # fmt: skip
         scaler, clf, c, val_uar = S.fit_selected("lr", x, y, xv, yv, classes, MEMBER_SEED)
         results["members"][member] = {
             "C": c,
             "val_window_uar": val_uar,
-            "uar": {k: clip_uar(scaler, clf, a, label_index, classes) for k, a in heard.items()},
+            "uar": {
+                k: clip_uar(scaler, clf, a, label_index, classes, kind) for k, a in heard.items()
+            },
         }
         print(member, json.dumps(results["members"][member]), file=sys.stderr)
     return results
@@ -99,6 +107,7 @@ def main(argv=None) -> int:
     p.add_argument("--methods", default="default,whisper", help="cached study methods to score")
     p.add_argument("--study-cache", default="eval-out/transfer-study-cache")
     p.add_argument("--cache", default="/tmp/plainsight-distill")
+    p.add_argument("--depth", type=int, help="heads on the hidden state after this many blocks")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
     if not args.data:

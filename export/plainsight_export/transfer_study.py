@@ -641,6 +641,7 @@ ENSEMBLE = ["compact", "surrogate-crnn", "surrogate-mfcc", "surrogate-cnn2"]
 SEEDS = ["compact", "surrogate-compact-s11", "surrogate-compact-s12", "surrogate-compact-s13"]
 ROBUST = ["surrogate-compact-robust"]
 WHISPER = "surrogate-whisper-lr-s11"  # python -m plainsight_export.whisper_torch
+WHISPER_L3 = "surrogate-whisper-l3-lr-s11"  # ... --depth 3: a head on the 3rd block's output
 STUDENT = "surrogate-student-whisper-s11"  # python -m plainsight_export.distill
 STUDENT_ADV = "surrogate-student-whisper-adv-s11"  # ... --adversarial
 ROBUST_ENSEMBLE = [
@@ -737,6 +738,9 @@ METHODS = _methods(
     ("gain-16x100-whisper", [WHISPER], {"gain_db": 3.0}),
     ("compact+whisper-20", ["compact", WHISPER], {"steps": 20}),
     # The zero-cost form a device could ship: one pattern, trained offline through the encoder.
+    # A head on the encoder's middle (3 of 6 blocks: half the cost), where emotion reads best
+    ("whisper-l3", [WHISPER_L3], {}),
+    ("whisper+l3-20", [WHISPER, WHISPER_L3], {"steps": 20}),
     ("whisper-1", [WHISPER], {"steps": 1}),  # fewer steps through the encoder: the cost frontier
     ("whisper-3", [WHISPER], {"steps": 3}),
     ("universal-whisper", [WHISPER], {"universal": True}),

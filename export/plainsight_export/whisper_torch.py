@@ -149,32 +149,52 @@ class PooledHead(nn.Module):
     """The whisper members' classifier on top: mean and std over frames, standardised, then a
     linear layer (a logistic regression's coef and intercept)."""
 
-    def __init__(self, encoder: WhisperEncoder, mean, scale, coef, intercept):
+    def __init__(self, encoder: WhisperEncoder, mean, scale, coef, intercept, depth=None):
         super().__init__()
         self.encoder = encoder
+        self.depth = depth  # None: the encoder's output; k: its hidden state after k blocks
         for name, value in dict(mean=mean, scale=scale, coef=coef, intercept=intercept).items():
             self.register_buffer(name, torch.as_tensor(np.asarray(value), dtype=torch.float32))
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        hidden = self.encoder(waveform)
+        hidden = self.encoder(waveform, depth=self.depth)
         pooled = torch.cat([hidden.mean(1), hidden.std(1, unbiased=False)], dim=1)
         return ((pooled - self.mean) / self.scale) @ self.coef.T + self.intercept
 
 
-def surrogate_path(corpus: str, seed: int) -> Path:
-    return Path("export/checkpoints") / corpus / f"surrogate-whisper-lr-s{seed}.npz"
+def surrogate_path(corpus: str, seed: int, depth: int | None = None) -> Path:
+    layer = "" if depth is None else f"-l{depth}"
+    return Path("export/checkpoints") / corpus / f"surrogate-whisper{layer}-lr-s{seed}.npz"
 
 
-def fit_surrogate_head(data: str, corpus: str, seed: int, cache: str) -> Path:
+def layer_features(encoder: WhisperEncoder, depth: int):
+    """window [N] -> pooled (mean, std) hidden state after `depth` blocks (float32 torch)."""
+
+    def features(window: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            hidden = encoder(torch.from_numpy(window.astype(np.float32))[None], depth=depth)[0]
+        return torch.cat([hidden.mean(0), hidden.std(0, unbiased=False)]).numpy()
+
+    return features
+
+
+def fit_surrogate_head(data: str, corpus: str, seed: int, cache: str, depth=None) -> Path:
     """A logistic regression on the pooled Whisper features of the training speakers' windows
     (augmented once with `seed`, another draw than the panel members' seed 0), C chosen on the
-    validation speakers; saved as plain arrays (no pickle) beside the other surrogates."""
+    validation speakers; saved as plain arrays (no pickle) beside the other surrogates.
+    `depth`: on the hidden state after that many blocks (this torch port's features)."""
     from plainsight.corpora import CLASSES
+    from plainsight.evaluate import panel
+    from plainsight.evaluate.whisper_weights import ensure_model_dir
 
     from plainsight_export import data as D
     from plainsight_export import stats_members as S
 
     kind = "whisper-base-encoder"
+    if depth is not None:
+        kind = f"whisper-torch-l{depth}"
+        encoder = WhisperEncoder(ensure_model_dir() / "model.bin")
+        panel.FEATURES[kind] = layer_features(encoder, depth)
     parts = D.fixed_split(D.load_corpus(data, corpus))
     tag = f"{corpus}-{kind}-all-s{seed}"
     x, y = S.cached(Path(cache) / f"{tag}-train.npz",
@@ -182,11 +202,11 @@ def fit_surrogate_head(data: str, corpus: str, seed: int, cache: str) -> Path:
     xv, yv = S.cached(Path(cache) / f"{tag}-val.npz",
                       lambda: S.augmented_features(parts["val"], kind, seed, False))  # fmt: skip
     scaler, clf, c, val_uar = S.fit_selected("lr", x, y, xv, yv, CLASSES[corpus], seed)
-    out = surrogate_path(corpus, seed)
+    out = surrogate_path(corpus, seed, depth)
     np.savez(
         out, mean=scaler.mean_, scale=scaler.scale_, coef=clf.coef_,
         intercept=clf.intercept_, classes=np.array(CLASSES[corpus]),
-        c=c, val_window_uar=val_uar,
+        c=c, val_window_uar=val_uar, depth=-1 if depth is None else depth,
     )  # fmt: skip
     return out
 
@@ -195,9 +215,10 @@ def load_surrogate_head(path: Path) -> tuple[PooledHead, list[str]]:
     from plainsight.evaluate.whisper_weights import ensure_model_dir
 
     with np.load(path, allow_pickle=False) as z:
+        depth = int(z["depth"]) if "depth" in z and int(z["depth"]) >= 0 else None
         head = PooledHead(
             WhisperEncoder(ensure_model_dir() / "model.bin"),
-            z["mean"], z["scale"], z["coef"], z["intercept"],
+            z["mean"], z["scale"], z["coef"], z["intercept"], depth,
         )  # fmt: skip
         classes = [str(c) for c in z["classes"]]
     for p in head.parameters():
@@ -206,14 +227,18 @@ def load_surrogate_head(path: Path) -> tuple[PooledHead, list[str]]:
 
 
 if __name__ == "__main__":  # fit the surrogate heads: python -m plainsight_export.whisper_torch
+    import argparse
     import os
-    import sys
 
+    parser = argparse.ArgumentParser(prog="python -m plainsight_export.whisper_torch")
+    parser.add_argument("corpora", nargs="*", default=["emodb", "ravdess"])
+    parser.add_argument("--depth", type=int, help="a head on the hidden state after K blocks")
+    args = parser.parse_args()
     data = os.environ.get("PLAINSIGHT_DATA")
     if not data:
-        sys.exit("set PLAINSIGHT_DATA")
-    for corpus in sys.argv[1:] or ["emodb", "ravdess"]:
-        path = fit_surrogate_head(data, corpus, 11, "/tmp/plainsight-panel-features")
+        parser.error("set PLAINSIGHT_DATA")
+    for corpus in args.corpora:
+        path = fit_surrogate_head(data, corpus, 11, "/tmp/plainsight-panel-features", args.depth)
         with np.load(path) as z:
             c, uar = float(z["c"]), float(z["val_window_uar"])
         print(f"{corpus}: {path}, C={c:g}, validation window UAR {uar:.3f}")
