@@ -28,7 +28,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from plainsight.corpora import CLASSES
-from plainsight.evaluate import panel
 from plainsight.evaluate import pipeline as P
 
 from plainsight_export import data as D
@@ -36,7 +35,11 @@ from plainsight_export import stats_members as S
 from plainsight_export import transfer_study as T
 from plainsight_export.distill import crops, teacher_masked
 from plainsight_export.train import score
-from plainsight_export.whisper_torch import layer_features, load_surrogate_head, surrogate_path
+from plainsight_export.whisper_torch import (
+    load_surrogate_head,
+    register_layer_features,
+    surrogate_path,
+)
 
 KIND = "whisper-base-encoder"
 SEED = 11  # the teacher's and the crops' seed
@@ -48,10 +51,9 @@ def as_clips(like: D.ClipSet, audio: list[np.ndarray]) -> D.ClipSet:
 
 
 def clip_uar(scaler, clf, audios, labels, classes, kind: str) -> float:
-    feats, bounds = panel.window_features(audios, kind)
-    scores = clf.decision_function(scaler.transform(feats.astype(np.float64)))
-    per_clip = [scores[a:b].mean(0) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-    return score(np.asarray(labels), np.argmax(per_clip, axis=1), classes)["uar"]
+    clips = D.ClipSet([], audios, np.asarray(labels))
+    per_clip = S.clip_scores(lambda f: clf.decision_function(scaler.transform(f)), clips, kind)
+    return score(clips.labels, np.argmax(per_clip, axis=1), classes)["uar"]
 
 
 def run(args) -> dict:
@@ -60,10 +62,7 @@ def run(args) -> dict:
     parts = D.fixed_split(D.load_corpus(args.data, args.corpus))
     head, _ = load_surrogate_head(surrogate_path(args.corpus, SEED))
     teacher = T.Surrogate("teacher", head, classes.index(T.TARGET))
-    kind = KIND
-    if args.depth is not None:
-        kind = f"whisper-torch-l{args.depth}"
-        panel.FEATURES[kind] = layer_features(head.encoder, args.depth)
+    kind = KIND if args.depth is None else register_layer_features(head.encoder, args.depth)
     cache = Path(args.cache)
     split_audio = {
         "control": {k: crops(parts[k], SEED) for k in ("train", "val")},

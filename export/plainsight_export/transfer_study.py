@@ -354,6 +354,11 @@ def optimise_field(field, shape, most, signal, starts, surrogates, method: Metho
         return (field(most * u) - signal).numpy()
 
 
+def has_feature_map(s: Surrogate) -> bool:
+    """A log-mel CNN or a Whisper head: what feature_disruption can read."""
+    return isinstance(s.model, M.Model) or hasattr(s.model, "encoder")
+
+
 def feature_disruption(s: Surrogate, windows, clean_windows, layer: int) -> torch.Tensor:
     """Loss to MINIMISE: minus the relative squared change of an intermediate feature map (a
     log-mel CNN's first `layer` body layers; a Whisper head's encoder after `layer` blocks), a
@@ -385,9 +390,7 @@ def gradient(u, signal, bound, starts, surrogates, method: Method, rng, shaper=N
         index = torch.from_numpy(st[:, None] + np.arange(WINDOW)[None, :])
         windows = x[index]
         for s in surrogates:
-            feature = "feature" in method.loss and (
-                isinstance(s.model, M.Model) or hasattr(s.model, "encoder")
-            )
+            feature = "feature" in method.loss and has_feature_map(s)
             if feature:
                 total = total + feature_disruption(s, windows, signal[index], method.layer)
             if not feature or method.loss == "ce+feature":

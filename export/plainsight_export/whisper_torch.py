@@ -157,8 +157,7 @@ class PooledHead(nn.Module):
             self.register_buffer(name, torch.as_tensor(np.asarray(value), dtype=torch.float32))
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        hidden = self.encoder(waveform, depth=self.depth)
-        pooled = torch.cat([hidden.mean(1), hidden.std(1, unbiased=False)], dim=1)
+        pooled = pool(self.encoder(waveform, depth=self.depth))
         return ((pooled - self.mean) / self.scale) @ self.coef.T + self.intercept
 
 
@@ -167,15 +166,30 @@ def surrogate_path(corpus: str, seed: int, depth: int | None = None) -> Path:
     return Path("export/checkpoints") / corpus / f"surrogate-whisper{layer}-lr-s{seed}.npz"
 
 
+def pool(hidden: torch.Tensor) -> torch.Tensor:
+    """[B, T, 512] -> [B, 1024]: mean and std over frames, as the whisper members pool."""
+    return torch.cat([hidden.mean(1), hidden.std(1, unbiased=False)], dim=1)
+
+
 def layer_features(encoder: WhisperEncoder, depth: int):
     """window [N] -> pooled (mean, std) hidden state after `depth` blocks (float32 torch)."""
 
     def features(window: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            hidden = encoder(torch.from_numpy(window.astype(np.float32))[None], depth=depth)[0]
-        return torch.cat([hidden.mean(0), hidden.std(0, unbiased=False)]).numpy()
+            return pool(encoder(torch.from_numpy(window.astype(np.float32))[None], depth))[
+                0
+            ].numpy()
 
     return features
+
+
+def register_layer_features(encoder: WhisperEncoder, depth: int) -> str:
+    """Make the block-`depth` features a kind the panel's feature code computes; its name."""
+    from plainsight.evaluate import panel
+
+    kind = f"whisper-torch-l{depth}"
+    panel.FEATURES[kind] = layer_features(encoder, depth)
+    return kind
 
 
 def fit_surrogate_head(data: str, corpus: str, seed: int, cache: str, depth=None) -> Path:
@@ -184,7 +198,6 @@ def fit_surrogate_head(data: str, corpus: str, seed: int, cache: str, depth=None
     validation speakers; saved as plain arrays (no pickle) beside the other surrogates.
     `depth`: on the hidden state after that many blocks (this torch port's features)."""
     from plainsight.corpora import CLASSES
-    from plainsight.evaluate import panel
     from plainsight.evaluate.whisper_weights import ensure_model_dir
 
     from plainsight_export import data as D
@@ -192,9 +205,7 @@ def fit_surrogate_head(data: str, corpus: str, seed: int, cache: str, depth=None
 
     kind = "whisper-base-encoder"
     if depth is not None:
-        kind = f"whisper-torch-l{depth}"
-        encoder = WhisperEncoder(ensure_model_dir() / "model.bin")
-        panel.FEATURES[kind] = layer_features(encoder, depth)
+        kind = register_layer_features(WhisperEncoder(ensure_model_dir() / "model.bin"), depth)
     parts = D.fixed_split(D.load_corpus(data, corpus))
     tag = f"{corpus}-{kind}-all-s{seed}"
     x, y = S.cached(Path(cache) / f"{tag}-train.npz",
