@@ -8,19 +8,11 @@ torch = pytest.importorskip("torch", reason="the torch port is build-side")
 
 from plainsight.evaluate import panel as P  # noqa: E402
 from plainsight.evaluate import whisper_weights as ww  # noqa: E402
+from test_whisper_encoder import speechy_window  # noqa: E402
 
 pytestmark = pytest.mark.skipif(
     not ww.weights_installed(), reason=f"Whisper weight packages not installed: {ww.INSTALL_HINT}"
 )
-
-
-def _speechy(n=32000):
-    t = np.arange(n) / 16000
-    rng = np.random.default_rng(3)
-    voiced = np.sin(2 * np.pi * 140 * t) + 0.4 * np.sin(2 * np.pi * 1900 * t)
-    return (0.1 * voiced * (1 + np.sin(2 * np.pi * 3 * t)) + 0.01 * rng.standard_normal(n)).astype(
-        np.float32
-    )
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +25,7 @@ def test_torch_encoder_equals_ctranslate2(model_dir):
     from faster_whisper.feature_extractor import FeatureExtractor
     from plainsight_export.whisper_torch import LogMel, WhisperEncoder
 
-    x = _speechy()
+    x = speechy_window()
     mel = FeatureExtractor(feature_size=80)(x, padding=0)
     torch_mel = LogMel()(torch.from_numpy(x)[None])[0].numpy()
     np.testing.assert_allclose(torch_mel, mel, atol=1e-4)
@@ -52,7 +44,7 @@ def test_pooled_head_is_the_members_linear_classifier_and_has_a_gradient(model_d
     mean, scale = rng.normal(size=1024), rng.uniform(0.5, 2, 1024)
     coef, intercept = rng.normal(size=(3, 1024)), rng.normal(size=3)
     head = PooledHead(WhisperEncoder(model_dir / "model.bin"), mean, scale, coef, intercept)
-    x = torch.from_numpy(_speechy())[None].requires_grad_(True)
+    x = torch.from_numpy(speechy_window())[None].requires_grad_(True)
     logits = head(x)
     hidden = head.encoder(x)[0].detach().numpy()
     pooled = np.concatenate([hidden.mean(0), hidden.std(0)])
@@ -70,7 +62,7 @@ def test_feature_disruption_reads_the_encoder_at_the_asked_depth(model_dir):
 
     encoder = WhisperEncoder(model_dir / "model.bin")
     head = PooledHead(encoder, np.zeros(1024), np.ones(1024), np.zeros((2, 1024)), np.zeros(2))
-    x = torch.from_numpy(_speechy())[None]
+    x = torch.from_numpy(speechy_window())[None]
     with torch.no_grad():
         full = encoder(x)
         assert torch.allclose(encoder.norm(encoder(x, depth=6)), full, atol=1e-6)
@@ -88,7 +80,7 @@ def test_pooled_head_on_a_middle_layer_pools_that_layer(model_dir):
     encoder = WhisperEncoder(model_dir / "model.bin")
     coef, intercept = rng.normal(size=(3, 1024)), rng.normal(size=3)
     head = PooledHead(encoder, np.zeros(1024), np.ones(1024), coef, intercept, depth=3)
-    x = _speechy()
+    x = speechy_window()
     with torch.no_grad():
         logits = head(torch.from_numpy(x)[None])[0].numpy()
     pooled = layer_features(encoder, 3)(x)

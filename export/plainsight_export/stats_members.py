@@ -219,7 +219,7 @@ def main(argv=None) -> int:
         "metrics": metrics,
         "versions": {d: metadata.version(d) for d in ("scikit-learn", "opensmile", "numpy")},
     }
-    if args.features == "whisper-base-encoder":
+    if args.features.startswith("whisper-base-"):
         from plainsight.evaluate.whisper_weights import MODEL_SHA256
 
         manifest["versions"] |= {d: metadata.version(d) for d in ("ctranslate2", "faster-whisper")}

@@ -4,7 +4,7 @@ The panel's `whisper-*` members read Whisper base's encoder output through CTran
 which has no gradient. To ask whether a perturbation crafted against a public pretrained
 backbone reaches other classifiers built on it, the build side needs that encoder
 differentiable: this module reads the float16 encoder variables of the joined `model.bin`
-(CTranslate2's binary layout: version, spec name, revision, then named arrays) and rebuilds
+(with the evaluation's reader, `plainsight.evaluate.whisper_encoder`) and rebuilds
 the encoder (log-mel front end as faster-whisper computes it, two convolutions, sinusoidal
 positions, 6 pre-norm transformer blocks, final layer norm) in torch. `tests/test_whisper_torch.py`
 checks it against CTranslate2's own `encode`.
@@ -13,43 +13,14 @@ checks it against CTranslate2's own `encode`.
 from __future__ import annotations
 
 import re
-import struct
 from pathlib import Path
 
 import numpy as np
 import torch
+from plainsight.evaluate.whisper_encoder import read_encoder_variables
 from torch import nn
 
 N_FFT, HOP, N_MELS = 400, 160, 80
-DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}
-
-
-def read_encoder_variables(model_bin: Path) -> dict[str, np.ndarray]:
-    """The `encoder/...` arrays of a CTranslate2 WhisperSpec model.bin, as float32."""
-    out = {}
-    with open(model_bin, "rb") as fh:
-
-        def string() -> str:
-            (n,) = struct.unpack("<H", fh.read(2))
-            return fh.read(n).decode().rstrip("\0")
-
-        (version,) = struct.unpack("<I", fh.read(4))
-        spec = string()
-        if version < 5 or spec != "WhisperSpec":
-            raise ValueError(f"{model_bin}: not a CTranslate2 Whisper model (v{version}, {spec})")
-        fh.read(4)  # spec revision
-        (count,) = struct.unpack("<I", fh.read(4))
-        for _ in range(count):
-            name = string()
-            (rank,) = struct.unpack("<B", fh.read(1))
-            shape = struct.unpack(f"<{rank}I", fh.read(4 * rank))
-            (dtype,) = struct.unpack("<B", fh.read(1))
-            (nbytes,) = struct.unpack("<I", fh.read(4))
-            data = fh.read(nbytes)
-            if name.startswith("encoder/"):
-                array = np.frombuffer(data, DTYPES[dtype]).reshape(shape)
-                out[name] = array.astype(np.float32) if dtype == 4 else array.copy()
-    return out
 
 
 def mel_filters() -> np.ndarray:

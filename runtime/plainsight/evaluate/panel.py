@@ -11,6 +11,7 @@ The two attackers from before the panel (no "panel" key) count as development me
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -119,10 +120,32 @@ def ctranslate2_view(array: np.ndarray):
     return ctranslate2.StorageView.from_array(np.ascontiguousarray(array, np.float32))
 
 
+_WHISPER_LAYERS: dict[int, tuple] = {}
+
+
+def whisper_layer_embedding(window: np.ndarray, depth: int) -> np.ndarray:
+    """Whisper base's hidden state after `depth` of its 6 encoder blocks (numpy, float32, from
+    the same pinned weights) on one 2 s window: mean and std of its 100 frames, 1024 values.
+    The middle layers carry more emotion than the output (`whisper_encoder`)."""
+    if depth not in _WHISPER_LAYERS:
+        from faster_whisper.feature_extractor import FeatureExtractor
+
+        from plainsight.evaluate.whisper_encoder import WhisperEncoderNumpy
+        from plainsight.evaluate.whisper_weights import ensure_model_dir
+
+        encoder = WhisperEncoderNumpy(ensure_model_dir() / "model.bin", depth)
+        _WHISPER_LAYERS[depth] = encoder, FeatureExtractor(feature_size=80)
+    encoder, extractor = _WHISPER_LAYERS[depth]
+    hidden = encoder(extractor(window.astype(np.float32), padding=0))  # [100, 512]
+    return np.concatenate([hidden.mean(0), hidden.std(0)]).astype(np.float32)
+
+
 FEATURES = {
     "mfcc-functionals": mfcc_functionals,
     "egemaps": egemaps_functionals,
     "whisper-base-encoder": whisper_embedding,
+    # the middle blocks (a head after block 3 read EmoDB best in the eighth session's screen)
+    **{f"whisper-base-l{k}": partial(whisper_layer_embedding, depth=k) for k in range(1, 6)},
 }
 
 
