@@ -58,7 +58,7 @@ foundation() {
         "${S[@]}" --corpus $c --features whisper-base-encoder --classifier lr --panel dev --name whisper-lr-s0
         "${S[@]}" --corpus $c --features whisper-base-encoder --classifier svc-rbf --panel final --name whisper-svm-rbf-s0
     done
-    # The same on the hidden state after block 3 of 6 (added 2026-12-07; numpy forward of the
+    # The same on the hidden state after block 3 of 6 (added 2026-12-06; numpy forward of the
     # same weights): the layer that read EmoDB best (95 % vs the output's 54 %) in a screen.
     for c in emodb ravdess; do
         "${S[@]}" --corpus $c --features whisper-base-l3 --classifier lr --panel dev --name whisper-l3-lr-s0
