@@ -747,6 +747,7 @@ METHODS = _methods(
     ("whisper-1", [WHISPER], {"steps": 1}),  # fewer steps through the encoder: the cost frontier
     ("whisper-3", [WHISPER], {"steps": 3}),
     ("universal-whisper", [WHISPER], {"universal": True}),
+    ("universal-whisper-l3", [WHISPER_L3], {"universal": True}),  # ... through the middle layer
     # Push the encoder's features away from the clean clip's after its convolutions (0) or
     # 2 of 6 blocks: a fraction of the cost; does the change carry through the later blocks?
     ("whisper-feature-l0", [WHISPER], {"loss": "feature", "layer": 0}),
