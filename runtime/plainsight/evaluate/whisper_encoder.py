@@ -7,7 +7,7 @@ float16 encoder variables of the pinned, joined `model.bin` (CTranslate2's binar
 version, spec name, revision, then named arrays) and runs the convolutions, positions and the
 first `depth` pre-norm transformer blocks in float32 numpy, on faster-whisper's own log-mel.
 The build side's torch port (`plainsight_export.whisper_torch`) reads the same variables;
-`tests/test_whisper_torch.py` checks both against CTranslate2 and each other.
+`tests/test_whisper_encoder.py` checks this one against CTranslate2 and the port.
 """
 
 from __future__ import annotations
