@@ -280,19 +280,28 @@ def test_hop_graph_gives_the_window_graphs_hop_perturbation(backend, model):
 
 
 def test_every_hop_of_a_stream_gets_the_window_graphs_perturbation(monkeypatch):
-    """End to end (onnxruntime): at every hop of a real stream, the cropped graphs give what
-    the window graph would on the same history. Not bit for bit: a float-level tie flips one
-    sign step, and the 20 steps of the hop carry that on to a few percent of its samples
-    (whole outputs differ more still: every later hop sees the changed history)."""
+    """End to end (onnxruntime): at every hop of a real stream, the cropped graphs give the
+    window graph's gradient on the same history (up to float rounding), at the hop's start
+    and at its final perturbation. The sign steps are not compared bit for bit: a float-level
+    tie flips one sign step, and the later steps of the hop can carry that on to half its
+    samples (measured on an AVX2-only x86: one hop of 14 agreed on 47.6 % of its samples,
+    cosine 0.96, with gradients equal to 5e-7), so outputs are compared by direction."""
     fast = Masker(model=bundled_model_dir(), backend="onnx")
     slow = _window_graph_only(Masker(model=bundled_model_dir(), backend="onnx"))
-    agree = []
+    gradient_errors, cosines, agree = [], [], []
     real = fast.perturb_hop
 
     def both(context, bound, clean, hop_samples, past=None):
         a = real(context, bound, clean, hop_samples, past)
         b = slow.perturb_hop(context, bound, clean, hop_samples)
-        agree.append(np.mean(a[-hop_samples:] == b[-hop_samples:]))
+        start, cropped = fast._hop_gradient(context, clean, hop_samples, past)
+        _, window = slow._hop_gradient(context, clean, hop_samples)
+        hop = slice(-hop_samples, None)
+        for delta in (np.zeros_like(a), a):
+            g_crop, g_window = cropped(delta[start:])[hop], window(delta)[hop]
+            gradient_errors.append(np.linalg.norm(g_crop - g_window) / np.linalg.norm(g_window))
+        cosines.append(np.dot(a[hop], b[hop]) / np.linalg.norm(a[hop]) / np.linalg.norm(b[hop]))
+        agree.append(np.mean(a[hop] == b[hop]))
         return a
 
     monkeypatch.setattr(fast, "perturb_hop", both)
@@ -300,7 +309,8 @@ def test_every_hop_of_a_stream_gets_the_window_graphs_perturbation(monkeypatch):
     out = processor_output(fast, pcm, [1234, 5000])
     assert len(out) == len(pcm) and np.any(out != pcm)
     assert len(agree) == -(-len(pcm) // HOP_SAMPLES), agree
-    assert min(agree) > 0.95 and np.mean(agree) > 0.99, agree
+    assert max(gradient_errors) < 1e-5, gradient_errors
+    assert min(cosines) > 0.9 and np.mean(agree) > 0.9, (cosines, agree)
 
 
 def test_default_hop_runs_only_the_crop_graphs_and_other_hops_fall_back(monkeypatch):
