@@ -74,7 +74,8 @@ def test_feature_disruption_reads_the_encoder_at_the_asked_depth(model_dir):
 
 
 def test_pooled_head_on_a_middle_layer_pools_that_layer(model_dir):
-    from plainsight_export.whisper_torch import PooledHead, WhisperEncoder, layer_features
+    from plainsight.evaluate.panel import FEATURES
+    from plainsight_export.whisper_torch import PooledHead, WhisperEncoder, layer_kind
 
     rng = np.random.default_rng(1)
     encoder = WhisperEncoder(model_dir / "model.bin")
@@ -83,6 +84,6 @@ def test_pooled_head_on_a_middle_layer_pools_that_layer(model_dir):
     x = speechy_window()
     with torch.no_grad():
         logits = head(torch.from_numpy(x)[None])[0].numpy()
-    pooled = layer_features(encoder, 3)(x)
+    pooled = FEATURES[layer_kind(3)](x)  # the panel's torch-free features of that layer
     np.testing.assert_allclose(logits, pooled @ coef.T + intercept, rtol=1e-4, atol=1e-3)
-    assert not np.allclose(pooled, layer_features(encoder, 6)(x))
+    assert not np.allclose(pooled, FEATURES[layer_kind(6)](x), rtol=1e-2)

@@ -35,13 +35,8 @@ from plainsight_export import stats_members as S
 from plainsight_export import transfer_study as T
 from plainsight_export.distill import crops, teacher_masked
 from plainsight_export.train import score
-from plainsight_export.whisper_torch import (
-    load_surrogate_head,
-    register_layer_features,
-    surrogate_path,
-)
+from plainsight_export.whisper_torch import layer_kind, load_surrogate_head, surrogate_path
 
-KIND = "whisper-base-encoder"
 SEED = 11  # the teacher's and the crops' seed
 MEMBER_SEED = 0  # the dev whisper-LR's augmentation seed
 
@@ -62,7 +57,7 @@ def run(args) -> dict:
     parts = D.fixed_split(D.load_corpus(args.data, args.corpus))
     head, _ = load_surrogate_head(surrogate_path(args.corpus, SEED))
     teacher = T.Surrogate("teacher", head, classes.index(T.TARGET))
-    kind = KIND if args.depth is None else register_layer_features(head.encoder, args.depth)
+    kind = layer_kind(args.depth)
     cache = Path(args.cache)
     split_audio = {
         "control": {k: crops(parts[k], SEED) for k in ("train", "val")},

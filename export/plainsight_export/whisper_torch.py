@@ -142,41 +142,24 @@ def pool(hidden: torch.Tensor) -> torch.Tensor:
     return torch.cat([hidden.mean(1), hidden.std(1, unbiased=False)], dim=1)
 
 
-def layer_features(encoder: WhisperEncoder, depth: int):
-    """window [N] -> pooled (mean, std) hidden state after `depth` blocks (float32 torch)."""
-
-    def features(window: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return pool(encoder(torch.from_numpy(window.astype(np.float32))[None], depth))[
-                0
-            ].numpy()
-
-    return features
-
-
-def register_layer_features(encoder: WhisperEncoder, depth: int) -> str:
-    """Make the block-`depth` features a kind the panel's feature code computes; its name."""
-    from plainsight.evaluate import panel
-
-    kind = f"whisper-torch-l{depth}"
-    panel.FEATURES[kind] = layer_features(encoder, depth)
-    return kind
+def layer_kind(depth: int | None) -> str:
+    """The panel feature kind of the pooled hidden state after `depth` blocks (the encoder's
+    output when None): computed torch-free by `plainsight.evaluate.whisper_encoder`, which
+    `test_whisper_encoder` checks equal to this port."""
+    return "whisper-base-encoder" if depth is None else f"whisper-base-l{depth}"
 
 
 def fit_surrogate_head(data: str, corpus: str, seed: int, cache: str, depth=None) -> Path:
     """A logistic regression on the pooled Whisper features of the training speakers' windows
     (augmented once with `seed`, another draw than the panel members' seed 0), C chosen on the
     validation speakers; saved as plain arrays (no pickle) beside the other surrogates.
-    `depth`: on the hidden state after that many blocks (this torch port's features)."""
+    `depth`: on the hidden state after that many blocks."""
     from plainsight.corpora import CLASSES
-    from plainsight.evaluate.whisper_weights import ensure_model_dir
 
     from plainsight_export import data as D
     from plainsight_export import stats_members as S
 
-    kind = "whisper-base-encoder"
-    if depth is not None:
-        kind = register_layer_features(WhisperEncoder(ensure_model_dir() / "model.bin"), depth)
+    kind = layer_kind(depth)
     parts = D.fixed_split(D.load_corpus(data, corpus))
     tag = f"{corpus}-{kind}-all-s{seed}"
     x, y = S.cached(Path(cache) / f"{tag}-train.npz",

@@ -144,8 +144,9 @@ FEATURES = {
     "mfcc-functionals": mfcc_functionals,
     "egemaps": egemaps_functionals,
     "whisper-base-encoder": whisper_embedding,
-    # the middle blocks (a head after block 3 read EmoDB best in the eighth session's screen)
-    **{f"whisper-base-l{k}": partial(whisper_layer_embedding, depth=k) for k in range(1, 6)},
+    # after each block, 0 (the convolutions) to 6 (before the final norm): a head after block
+    # 3 read EmoDB best in the eighth session's screen
+    **{f"whisper-base-l{k}": partial(whisper_layer_embedding, depth=k) for k in range(0, 7)},
 }
 
 
