@@ -96,7 +96,7 @@ def _tiny_emodb(root):
             sf.write(wav / f"{speaker}a01{letter}a.wav", audio.astype(np.float32), 16000)
 
 
-def _train(tmp_path, out, arch="compact"):
+def _train(tmp_path, out, arch="compact", extra=()):
     from plainsight_export import train
 
     argv = [
@@ -115,6 +115,7 @@ def _train(tmp_path, out, arch="compact"):
         "--out",
         str(out),
         "--no-progress",
+        *extra,
     ]
     assert train.main(argv) == 0
     return out / f"{arch}.pt"
@@ -140,6 +141,20 @@ def test_training_smoke_and_determinism(tmp_path):
     b = torch.load(second, weights_only=True)["state_dict"]
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_training_sharpness_aware(tmp_path):
+    import json
+
+    _tiny_emodb(tmp_path)
+    plain = _train(tmp_path, tmp_path / "plain")
+    flat = _train(tmp_path, tmp_path / "sam", extra=("--sam-rho", "0.1"))
+    report = json.loads((tmp_path / "sam" / "compact.report.json").read_text())
+    assert report["sam_rho"] == 0.1
+    a = torch.load(plain, weights_only=True)["state_dict"]
+    b = torch.load(flat, weights_only=True)["state_dict"]
+    assert any(not torch.equal(a[k], b[k]) for k in a if a[k].is_floating_point())
 
 
 @pytest.mark.slow
@@ -186,3 +201,25 @@ def test_training_leave_one_speaker_out(tmp_path):
     assert [f["speaker"] for f in report["folds"]] == ["03", "08", "10", "11", "15"]
     assert sum(f["n"] for f in report["folds"]) == 35
     assert np.asarray(report["pooled"]["confusion"]).sum() == 35
+
+
+def test_sharpness_aware_gradient_is_taken_at_the_moved_weights():
+    from plainsight_export.train import sharpness_aware_gradient
+
+    torch.manual_seed(0)
+    x, y = torch.randn(16, 5), torch.randn(16)
+    w = torch.randn(5, requires_grad=True)
+    before = w.detach().clone()
+
+    def loss_of():
+        return ((torch.tanh(x @ w) - y) ** 2).mean()
+
+    loss_of().backward()
+    g = w.grad.detach().clone()
+    rho = 0.3
+    sharpness_aware_gradient([w], loss_of, rho)
+    assert torch.equal(w.detach(), before)  # the weights come back exactly
+    moved = (before + rho * g / g.norm()).requires_grad_(True)
+    ((torch.tanh(x @ moved) - y) ** 2).mean().backward()
+    torch.testing.assert_close(w.grad, moved.grad)
+    assert not torch.allclose(w.grad, g, rtol=1e-3, atol=1e-6)  # the move mattered

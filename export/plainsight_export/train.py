@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 from copy import deepcopy
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +60,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=0.0,
         help="validate and keep an exponential moving average of the weights with this "
         "decay per step (e.g. 0.99); 0 = off",
+    )
+    p.add_argument(
+        "--sam-rho",
+        type=float,
+        default=0.0,
+        help="sharpness-aware minimisation: each step's gradient taken at the weights moved "
+        "by rho along the batch gradient (a flat-minimum surrogate, issue 9); 0 = off",
     )
     p.add_argument("--no-specaug", action="store_true", help="no time/frequency masking")
     p.add_argument("--out", help="output folder (default: export/checkpoints/<corpus>)")
@@ -157,6 +165,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.epochs = MFCC_EPOCHS if args.arch in M.MFCC_ARCHS else DEFAULT_EPOCHS[args.corpus]
     if args.epochs < 1:
         p.error("--epochs must be >= 1")
+    if not args.sam_rho >= 0:
+        p.error("--sam-rho must be >= 0")
     args.lr = args.lr or DEFAULT_LR[args.arch]
     args.weight_decay = (
         args.weight_decay if args.weight_decay is not None else DEFAULT_WD[args.arch]
@@ -312,6 +322,44 @@ def class_weights(labels: np.ndarray, n: int) -> torch.Tensor:
     return torch.tensor(w, dtype=torch.float32)
 
 
+def features_loss(model, feats, y, loss_fn, lam: float = 1.0, partner=None) -> torch.Tensor:
+    """The training loss from the model's input features (log-mel, MFCC statistics or the
+    waveform itself), mixup partner included."""
+    if isinstance(model, M.Model):
+        logits = model.body(feats)
+    elif isinstance(model, M.LogMelNet):
+        logits = model.net(feats)
+    elif isinstance(model, M.MfccLinear):
+        logits = model.linear((feats - model.stat_mean) / model.stat_std)
+    else:
+        logits = model(feats)
+    loss = loss_fn(logits, y)
+    if partner is not None:
+        loss = lam * loss + (1 - lam) * loss_fn(logits, y[partner])
+    return loss
+
+
+def sharpness_aware_gradient(params: list, batch_loss, rho: float) -> None:
+    """Replace the params' .grad (of batch_loss, already taken) by the gradient at the
+    weights moved by rho along it (SAM, Foret et al. 2021): the step then seeks a flat
+    minimum, where the loss stays low around the weights."""
+    grads = [p.grad for p in params]
+    norm = torch.sqrt(sum((g**2).sum() for g in grads if g is not None))
+    if not norm > 0:
+        return
+    originals = [p.detach().clone() for p in params]  # exact restore, not add-then-subtract
+    with torch.no_grad():
+        for p, g in zip(params, grads, strict=True):
+            if g is not None:
+                p.add_(g * (rho / norm))
+    for p in params:
+        p.grad = None
+    batch_loss().backward()
+    with torch.no_grad():
+        for p, original in zip(params, originals, strict=True):
+            p.copy_(original)
+
+
 def train_model(args, classes, train: D.ClipSet, val: D.ClipSet | None, seed: int, progress=True):
     """Train one model; returns (model in eval mode, history dict)."""
     set_determinism(seed, args.threads)
@@ -377,17 +425,12 @@ def train_model(args, classes, train: D.ClipSet, val: D.ClipSet | None, seed: in
                 lam = float(rng.beta(args.mixup, args.mixup))
                 partner = torch.from_numpy(rng.permutation(len(idx)))
                 feats = lam * feats + (1 - lam) * feats[partner]
-            if logmel:
-                logits = (model.body if isinstance(model, M.Model) else model.net)(feats)
-            elif isinstance(model, M.MfccLinear):
-                logits = model.linear((feats - model.stat_mean) / model.stat_std)
-            else:
-                logits = model(feats)
-            loss = loss_fn(logits, y)
-            if partner is not None:
-                loss = lam * loss + (1 - lam) * loss_fn(logits, y[partner])
+            batch_loss = partial(features_loss, model, feats, y, loss_fn, lam, partner)
             opt.zero_grad(set_to_none=True)
+            loss = batch_loss()
             loss.backward()
+            if args.sam_rho > 0:
+                sharpness_aware_gradient(params, batch_loss, args.sam_rho)
             opt.step()
             sched.step()
             losses.append(loss.item())
@@ -679,6 +722,7 @@ def run_fixed(args, clips: D.ClipSet, classes) -> dict:
         "label_smoothing": args.label_smoothing,
         "mixup": args.mixup,
         "ema": args.ema,
+        "sam_rho": args.sam_rho,
         "specaug": not args.no_specaug,
         "arch_kwargs": args.arch_kwargs,
         "augment": args.augment,

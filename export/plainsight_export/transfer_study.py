@@ -758,6 +758,23 @@ METHODS = _methods(
     ("student", [STUDENT], {}),
     ("student-adv", [STUDENT_ADV], {}),
     ("gain-16x100-compact+whisper-20", ["compact", WHISPER], {"gain_db": 3.0, "steps": 20}),
+    # Flat-minimum surrogates (SAM, plainsight-train --sam-rho): one seed and recipe, only
+    # rho differs (plain = rho 0, retrained beside them). In image work flatter surrogates'
+    # gradients transfer further.
+    *[
+        (f"sam-{rho}", [f"surrogate-compact-{stem}-s11"], {})
+        for rho, stem in (
+            ("0", "plain"),
+            ("0.05", "sam005"),
+            ("0.1", "sam01"),
+            ("0.2", "sam02"),
+            ("0.5", "sam05"),
+        )
+    ],
+    *[
+        (f"gain-16x100-sam-{rho}", [f"surrogate-compact-{stem}-s11"], {"gain_db": 3.0})
+        for rho, stem in (("0", "plain"), ("0.2", "sam02"), ("0.5", "sam05"))
+    ],
     # --stream only: the hop's gain chosen with the stream waiting 250 / 500 ms more
     ("gain-16x100-la250", ["compact"], {"gain_db": 3.0, "lookahead": 4000}),
     ("gain-16x100-la500", ["compact"], {"gain_db": 3.0, "lookahead": 8000}),
