@@ -707,6 +707,9 @@ METHODS = _methods(
     ("gain-16x100-20", ["compact"], {"gain_db": 3.0, "steps": 20}),
     ("gain-16x100-noise", [], {"gain_db": 3.0, "random": True}),
     ("gain-16x100-ens-20", ENSEMBLE, {"gain_db": 3.0, "steps": 20}),
+    # the gain field moves other seeds of the compact model (unlike the additive mask): do
+    # four seeds together move the held-out CNNs further?
+    ("gain-16x100-seeds-20", SEEDS, {"gain_db": 3.0, "steps": 20}),
     ("gain-8x250", ["compact"], {"gain_db": 3.0, "gain_grid": (8, 0.25)}),
     ("gain-8x250-noise", [], {"gain_db": 3.0, "gain_grid": (8, 0.25), "random": True}),
     ("gain-32x50", ["compact"], {"gain_db": 3.0, "gain_grid": (32, 0.05)}),
