@@ -55,13 +55,15 @@ def gradients(name: str, corpus: str, windows: torch.Tensor) -> np.ndarray:
     return x.grad.numpy().astype(np.float64)
 
 
-def gain_gradients(name: str, corpus: str, windows: torch.Tensor) -> np.ndarray:
-    """The same loss's gradient on the gain field's grid (16 bands x 100 ms, at g = 0)."""
+def gain_gradients(
+    name: str, corpus: str, windows: torch.Tensor, bands: int = 16, cell_s: float = 0.1
+) -> np.ndarray:
+    """The same loss's gradient on the gain field's grid (bands x cells, at g = 0)."""
     surrogate = load_surrogate(corpus, name)
     out = []
     for window in windows:
-        field = GainField(window, 16, 0.1)
-        g = torch.zeros(16, field.cells, requires_grad=True)
+        field = GainField(window, bands, cell_s)
+        g = torch.zeros(bands, field.cells, requires_grad=True)
         logits = surrogate.logits(field(g)[None])
         target = torch.tensor([surrogate.target])
         torch.nn.functional.cross_entropy(logits, target).backward()
@@ -86,15 +88,41 @@ def table(title: str, names: list[str], grads: dict[str, np.ndarray]) -> None:
     print()
 
 
+def resolution_table(args, names: list[str], windows: torch.Tensor) -> None:
+    grids = [tuple(int(v) for v in g.split("x")) for g in args.grids.split(",")]
+    print(f"{args.corpus}, {len(windows)} windows of 2 s: mean cosine of the bundled compact")
+    print("model's gain-grid gradient toward `neutral` with each other model's, per grid\n")
+    print("| model | " + " | ".join(f"{b} bands x {ms} ms" for b, ms in grids) + " |")
+    print("|---" * (len(grids) + 1) + "|")
+    rows = {n: [] for n in names[1:]}
+    for bands, ms in grids:
+        grads = {n: gain_gradients(n, args.corpus, windows, bands, ms / 1000) for n in names}
+        unit = {
+            n: g / np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-30)
+            for n, g in grads.items()
+        }
+        for n in names[1:]:
+            rows[n].append(float((unit[names[0]] * unit[n]).sum(1).mean()))
+    for n, cosines in rows.items():
+        print(f"| {n} | " + " | ".join(f"{c:.3f}" for c in cosines) + " |")
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--corpus", default="emodb", choices=sorted(MODELS))
     p.add_argument("--limit", type=int, default=56)
+    p.add_argument(
+        "--grids",
+        help="instead: the bundled model's cosine with every other model on gain grids of "
+        "these resolutions, e.g. 4x400,16x100,64x25 (bands x cell ms)",
+    )
     args = p.parse_args()
     torch.set_num_threads(1)
     clips = test_clips(os.environ["PLAINSIGHT_DATA"], args.corpus, args.limit)
     windows = torch.from_numpy(np.concatenate([clip_windows(c.audio, 32000) for c in clips]))
     names = MODELS[args.corpus]
+    if args.grids:
+        return resolution_table(args, names, windows)
     print(f"{args.corpus}, {len(clips)} test clips, {len(windows)} windows of 2 s: mean cosine")
     print("of two models' input gradients toward `neutral` / share of signs that agree")
     print("(0.5 = unrelated; an I-FGSM step uses only the signs)\n")
