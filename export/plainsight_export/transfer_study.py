@@ -655,6 +655,10 @@ ROBUST_ENSEMBLE = [
 ]
 
 
+# Flat-minimum surrogates: rho of plainsight-train --sam-rho -> checkpoint stem (seed 11)
+SAM = {"0": "plain", "0.05": "sam005", "0.1": "sam01", "0.2": "sam02", "0.5": "sam05"}
+
+
 def _methods(*specs: tuple[str, list[str], dict]) -> dict[str, Method]:
     return {name: Method(name, surrogates, **kw) for name, surrogates, kw in specs}
 
@@ -764,19 +768,10 @@ METHODS = _methods(
     # Flat-minimum surrogates (SAM, plainsight-train --sam-rho): one seed and recipe, only
     # rho differs (plain = rho 0, retrained beside them). In image work flatter surrogates'
     # gradients transfer further.
+    *[(f"sam-{rho}", [f"surrogate-compact-{stem}-s11"], {}) for rho, stem in SAM.items()],
     *[
-        (f"sam-{rho}", [f"surrogate-compact-{stem}-s11"], {})
-        for rho, stem in (
-            ("0", "plain"),
-            ("0.05", "sam005"),
-            ("0.1", "sam01"),
-            ("0.2", "sam02"),
-            ("0.5", "sam05"),
-        )
-    ],
-    *[
-        (f"gain-16x100-sam-{rho}", [f"surrogate-compact-{stem}-s11"], {"gain_db": 3.0})
-        for rho, stem in (("0", "plain"), ("0.2", "sam02"), ("0.5", "sam05"))
+        (f"gain-16x100-sam-{rho}", [f"surrogate-compact-{SAM[rho]}-s11"], {"gain_db": 3.0})
+        for rho in ("0", "0.2", "0.5")
     ],
     # --stream only: the hop's gain chosen with the stream waiting 250 / 500 ms more
     ("gain-16x100-la250", ["compact"], {"gain_db": 3.0, "lookahead": 4000}),

@@ -71,10 +71,12 @@ def gain_gradients(
     return np.stack(out)
 
 
+def unit_rows(g: np.ndarray) -> np.ndarray:
+    return g / np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-30)
+
+
 def table(title: str, names: list[str], grads: dict[str, np.ndarray]) -> None:
-    unit = {
-        n: g / np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-30) for n, g in grads.items()
-    }
+    unit = {n: unit_rows(g) for n, g in grads.items()}
     print(title + "\n")
     print("| model | " + " | ".join(names[:6]) + " |")
     print("|---" * (len(names[:6]) + 1) + "|")
@@ -97,10 +99,7 @@ def resolution_table(args, names: list[str], windows: torch.Tensor) -> None:
     rows = {n: [] for n in names[1:]}
     for bands, ms in grids:
         grads = {n: gain_gradients(n, args.corpus, windows, bands, ms / 1000) for n in names}
-        unit = {
-            n: g / np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-30)
-            for n, g in grads.items()
-        }
+        unit = {n: unit_rows(g) for n, g in grads.items()}
         for n in names[1:]:
             rows[n].append(float((unit[names[0]] * unit[n]).sum(1).mean()))
     for n, cosines in rows.items():
