@@ -31,6 +31,14 @@ class _Toy(torch.nn.Module):
         return self.linear(torch.log(frames.pow(2).mean(dim=2) + 1e-6))
 
 
+def _attack_loss(surrogate, x):
+    """The surrogate's loss toward its target over the windows Masker.mask lays on x."""
+    _, _, starts, _ = T.plan(x, 35.0)
+    index = starts[:, None] + np.arange(T.WINDOW)[None, :]
+    with torch.no_grad():
+        return float(T.objective(surrogate.logits(torch.from_numpy(x[index])), 1, "ce"))
+
+
 def _surrogate():
     return T.Surrogate("toy", _Toy().eval(), target=1)
 
@@ -314,14 +322,7 @@ def test_warp_craft_keeps_the_bound_and_moves_toward_the_target():
     method = T.Method("warp", ["toy"], steps=5, warp_ms=1.0)
     delta = T.craft(audio, 35.0, [surrogate], method, np.random.default_rng(0))
     assert delta.shape == audio.shape
-    _, _, starts, _ = T.plan(audio, 35.0)
-    index = starts[:, None] + np.arange(T.WINDOW)[None, :]
-
-    def loss(x):
-        with torch.no_grad():
-            return float(T.objective(surrogate.logits(torch.from_numpy(x[index])), 1, "ce"))
-
-    assert loss(audio + delta) < loss(audio)
+    assert _attack_loss(surrogate, audio + delta) < _attack_loss(surrogate, audio)
     # a 1 ms warp of a signal whose fastest part is 2300 Hz moves no sample by more than
     # 2 pi 2300 * 1 ms of its amplitude
     assert np.abs(delta).max() < 2 * np.pi * 2300 * 1e-3 * np.abs(audio).max()
@@ -391,3 +392,53 @@ def test_score_panel_only_reads_cached_clips(tmp_path, monkeypatch):
     args.methods = ["never-crafted"]
     with pytest.raises(SystemExit, match="craft never-crafted on the dev panel first"):
         T.score_cached(args)
+
+
+def test_layered_gain_field_sums_its_layers_and_one_layer_is_the_gain_field():
+    clip = torch.from_numpy(_speechy(40000))
+    single = T.GainField(clip, 16, 0.1)
+    layered = T.LayeredGainField(clip, [(16, 0.1), (2, 1.0)])
+    fine_size = 16 * single.cells
+    assert layered.size == fine_size + 2 * layered.layers[1][2][1]
+    g = torch.from_numpy(np.random.default_rng(0).uniform(-3, 3, layered.size).astype(np.float32))
+    fine, coarse = g[:fine_size], g[fine_size:]
+    # the fine layer alone is the plain gain field
+    only_fine = torch.cat([fine, torch.zeros_like(coarse)])
+    torch.testing.assert_close(layered(only_fine), single(fine.reshape(16, -1)))
+    # both layers: the dB maps add
+    two = T.GainField(clip, 2, 1.0)
+    db = (
+        single.bands @ fine.reshape(16, -1) @ single.times
+        + two.bands @ coarse.reshape(2, -1) @ two.times
+    )
+    torch.testing.assert_close(layered(g), single.apply(db))
+
+
+def test_layered_gain_craft_keeps_each_layers_bound_and_moves_toward_the_target(monkeypatch):
+    audio = _speechy(50000)
+    surrogate = _surrogate()
+    method = T.Method("layers", ["toy"], steps=5, gain_layers=((16, 0.1, 1.0), (2, 1.0, 4.0)))
+    seen = {}
+    original = T.optimise_field
+
+    def spy(field, shape, most, *args):
+        seen["most"] = most
+        return original(field, shape, most, *args)
+
+    monkeypatch.setattr(T, "optimise_field", spy)
+    delta = T.craft(audio, 35.0, [surrogate], method, np.random.default_rng(0))
+    assert delta.shape == audio.shape
+    cells = [int(np.ceil(len(audio) / 16000 / c)) + 1 for c in (0.1, 1.0)]
+    expected = np.concatenate([np.full(16 * cells[0], 1.0), np.full(2 * cells[1], 4.0)])
+    np.testing.assert_array_equal(seen["most"].numpy(), expected)
+    assert _attack_loss(surrogate, audio + delta) < _attack_loss(surrogate, audio)
+    # a gain of at most 1 + 4 dB scales no STFT bin by more than 10 ** (5 / 20)
+    assert np.sqrt(np.mean(delta**2)) < (10 ** (5 / 20) - 1) * np.sqrt(np.mean(audio**2)) * 1.05
+
+
+def test_layered_gain_methods_refuse_the_stream(capsys):
+    assert (
+        T.main(["--corpus", "emodb", "--data", "x", "--stream", "--methods", "gain-16x100+2x1000"])
+        == 2
+    )
+    assert "no --stream form" in capsys.readouterr().err

@@ -173,6 +173,8 @@ class Method:
     random: bool = False  # random signs, no gradient: the shaped noise control of a shaping
     gain_db: float = 0.0  # > 0: a smooth time-frequency gain field within +-gain_db instead
     gain_grid: tuple[int, float] = (16, 0.1)  # its grid: log-spaced bands, cell seconds
+    # gain fields on several grids at once: ((bands, cell seconds, bound dB), ...), files only
+    gain_layers: tuple[tuple[int, float, float], ...] = ()
     lookahead: int = 0  # --stream gain field: input samples seen after the hop (latency)
     warp_ms: float = 0.0  # > 0: a smooth time warp within +-warp_ms instead (no SNR scaling)
     warp_cell_s: float = 0.1  # the warp's grid: one displacement every warp_cell_s
@@ -269,14 +271,45 @@ class GainField:
         window = torch.hann_window(SHAPE_FFT)
         self.spec = torch.stft(clean, SHAPE_FFT, SHAPE_HOP, window=window, return_complex=True)
         self.bands = band_weights(bands)  # [F, bands]
+        self.cells, self.times = self.time_weights(cell_s)
+
+    def time_weights(self, cell_s: float) -> tuple[int, torch.Tensor]:
+        """(cells, [cells, frames]): the grid's points every cell_s and each frame's share."""
         frame_s = np.arange(self.spec.shape[1]) * SHAPE_HOP / RATE
-        self.cells = int(np.ceil(self.n / RATE / cell_s)) + 1
-        self.times = torch.from_numpy(hat_matrix(frame_s, np.arange(self.cells) * cell_s).T)
+        cells = int(np.ceil(self.n / RATE / cell_s)) + 1
+        return cells, torch.from_numpy(hat_matrix(frame_s, np.arange(cells) * cell_s).T)
 
     def __call__(self, g: torch.Tensor) -> torch.Tensor:
-        gain = torch.pow(10.0, (self.bands @ g @ self.times) / 20.0)
+        return self.apply(self.bands @ g @ self.times)
+
+    def apply(self, db: torch.Tensor) -> torch.Tensor:
+        """The clip under the gain db [F, frames]."""
+        gain = torch.pow(10.0, db / 20.0)
         window = torch.hann_window(SHAPE_FFT)
         return torch.istft(self.spec * gain, SHAPE_FFT, SHAPE_HOP, window=window, length=self.n)
+
+
+class LayeredGainField(GainField):
+    """G = sum_k A_k g_k B_k: gain fields on several grids at once, each with its own bound
+    (`optimise_layered_gain`), e.g. the rebalance grid (16 bands x 100 ms) plus a coarse one
+    (2 bands x 1 s: level and tilt). The coarse grids are where every model's gradient agrees
+    most (gradient_alignment.py --grids), the fine one where the compact model is moved most.
+    Its input is every layer's grid flattened and concatenated."""
+
+    def __init__(self, clean: torch.Tensor, grids):
+        super().__init__(clean, *grids[0])
+        self.layers = []
+        for bands, cell_s in grids:
+            cells, times = self.time_weights(cell_s)
+            self.layers.append((band_weights(bands), times, (bands, cells)))
+        self.size = sum(bands * cells for _, _, (bands, cells) in self.layers)
+
+    def __call__(self, g: torch.Tensor) -> torch.Tensor:
+        db, first = 0.0, 0
+        for weights, times, (bands, cells) in self.layers:
+            grid = g[first : first + bands * cells].reshape(bands, cells)
+            db, first = db + weights @ grid @ times, first + bands * cells
+        return self.apply(db)
 
 
 WARP_TAPS = 8  # windowed-sinc half width: flat to about 7 kHz at 16 kHz
@@ -332,6 +365,21 @@ def optimise_gain(signal_np, starts, surrogates, method: Method, rng) -> np.ndar
     field = GainField(signal, *method.gain_grid)
     shape = (field.bands.shape[1], field.cells)
     return optimise_field(field, shape, method.gain_db, signal, starts, surrogates, method, rng)
+
+
+def optimise_layered_gain(signal_np, starts, surrogates, method: Method, rng) -> np.ndarray:
+    """I-FGSM on every layer's grid at once, |g_k| <= that layer's bound, as `optimise_field`."""
+    signal = torch.from_numpy(signal_np)
+    field = LayeredGainField(signal, [(bands, cell_s) for bands, cell_s, _ in method.gain_layers])
+    most = torch.cat(
+        [
+            torch.full((bands * cells,), float(db))
+            for (_, _, (bands, cells)), (_, _, db) in zip(
+                field.layers, method.gain_layers, strict=True
+            )
+        ]
+    )
+    return optimise_field(field, (field.size,), most, signal, starts, surrogates, method, rng)
 
 
 def optimise_field(field, shape, most, signal, starts, surrogates, method: Method, rng):
@@ -438,7 +486,9 @@ def optimise(signal_np, bound_np, starts, surrogates, method: Method, rng) -> np
 def craft(audio: np.ndarray, snr_db: float, surrogates, method: Method, rng) -> np.ndarray:
     """Perturbation of one clip (same length) under the runtime's budget, as Masker.mask."""
     signal, bound, starts, offset = plan(audio, snr_db)
-    if method.gain_db:
+    if method.gain_layers:
+        delta = optimise_layered_gain(signal, starts, surrogates, method, rng)
+    elif method.gain_db:
         delta = optimise_gain(signal, starts, surrogates, method, rng)
     elif method.warp_ms:
         delta = optimise_warp(signal, starts, surrogates, method, rng)
@@ -736,6 +786,27 @@ METHODS = _methods(
         ["compact", "surrogate-compact-both"],
         {"gain_db": 3.0, "steps": 20},
     ),
+    # The rebalance grid plus a coarse one with a larger bound (level and tilt over about a
+    # second, where every family's gradient agrees most), beside random fields of the same
+    # layers; and the coarse grid alone.
+    *[
+        (
+            f"gain-16x100+{coarse}{tail}",
+            ["compact"] if not tail else [],
+            {
+                "gain_layers": ((16, 0.1, fine), (bands, cell_s, 6.0)),
+                "random": bool(tail),
+            },
+        )
+        for coarse, bands, cell_s, fine in (
+            ("2x1000", 2, 1.0, 3.0),
+            ("4x400", 4, 0.4, 3.0),
+            ("2x1000-r4", 2, 1.0, 1.5),
+        )
+        for tail in ("", "-noise")
+    ],
+    ("gain-2x1000", ["compact"], {"gain_db": 3.0, "gain_grid": (2, 1.0)}),
+    ("gain-2x1000-noise", [], {"gain_db": 3.0, "gain_grid": (2, 1.0), "random": True}),
     # Model-side tricks of image transfer work on the same surrogate: its linear skeleton's
     # gradient (LinBP), and dropout kept on while attacking (a new sub-network every step).
     ("linbp", ["compact~linbp"], {}),
@@ -863,6 +934,7 @@ def run(args) -> dict:
             "random": method.random,
             "gain_db": method.gain_db,
             "gain_grid": list(method.gain_grid) if method.gain_db else None,
+            "gain_layers": [list(layer) for layer in method.gain_layers] or None,
             "warp_ms": method.warp_ms,
             "warp_cell_s": method.warp_cell_s if method.warp_ms else None,
             "note": method.note,
@@ -980,6 +1052,9 @@ def table(results: dict) -> str:
             extra.append(f"shaped {r['shape']:g}")
         if r.get("gain_db"):
             extra.append(f"gain field {r['gain_grid'][0]}x{1000 * r['gain_grid'][1]:g} ms")
+        if r.get("gain_layers"):
+            layers = " + ".join(f"{b}x{1000 * c:g} ms +-{db:g} dB" for b, c, db in r["gain_layers"])
+            extra.append(f"gain fields {layers}")
         if r.get("warp_ms"):
             extra.append(f"warp +-{r['warp_ms']:g} ms / {1000 * r['warp_cell_s']:g} ms")
         if r["samples"] > 1:
@@ -1059,6 +1134,10 @@ def main(argv=None) -> int:
     unknown = [m for m in args.methods if m.removesuffix("@stream") not in METHODS]
     if unknown:
         print(f"transfer-study: unknown methods {unknown}; know {list(METHODS)}", file=sys.stderr)
+        return 2
+    layered = [m for m in args.methods if METHODS[m.removesuffix("@stream")].gain_layers]
+    if args.stream and layered:
+        print(f"transfer-study: {layered} have no --stream form (files only)", file=sys.stderr)
         return 2
     score_cached(args) if args.score_panel else run(args)
     return 0
