@@ -1,4 +1,5 @@
-"""What the repository itself may hold: no corpus audio, and no new large file.
+"""What the repository itself may hold: no corpus audio, no new large file, and pinned
+build-side versions.
 
 Both rules guard what a commit adds, so they read `git ls-files` of the checkout under test
 (CI runs on a clean clone). A large file stays in the history even after it is replaced,
@@ -7,6 +8,7 @@ so the guard is on what gets added, not a clean-up.
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -52,3 +54,26 @@ def test_no_new_large_file():
         if (REPO / f).is_file() and (REPO / f).stat().st_size > LARGE_BYTES
     }
     assert large <= ALLOWED_LARGE, f"files over 5 MB added to git: {sorted(large - ALLOWED_LARGE)}"
+
+
+def test_ci_installs_with_the_build_constraints_and_they_pin_every_declared_package():
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is Python 3.11+")
+    root = REPO
+    ci = (root / ".ci" / "run").read_text()
+    assert "-c requirements/build-constraints.txt" in ci
+    pins = {}
+    for line in (root / "requirements" / "build-constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            assert version, f"not an exact pin: {line}"
+            pins[_canonical(name)] = version
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    declared = list(project["dependencies"])
+    for extra in project["optional-dependencies"].values():
+        declared += extra
+    names = {_canonical(re.split(r"[<>=!~\[; ]", d, maxsplit=1)[0]) for d in declared}
+    assert sorted(names - set(pins)) == []
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
