@@ -442,3 +442,27 @@ def test_layered_gain_methods_refuse_the_stream(capsys):
         == 2
     )
     assert "no --stream form" in capsys.readouterr().err
+
+
+def test_admix_mixes_other_audio_at_each_level_and_keeps_the_bound():
+    audio = _speechy(40000)
+    pool = np.linspace(0.0, 1.0, 100001, dtype=np.float32)  # each sample tells its place
+    method = T.Method("admix", ["toy"], steps=5, admix=0.2, admix_pool=pool)
+    adv = torch.from_numpy(audio)
+    starts = np.zeros(1, int)
+    mixes = list(T.mixtures(adv, starts, method, np.random.default_rng(0)))
+    assert len(mixes) == method.admix_copies * method.admix_scales
+    for i, (x, st) in enumerate(mixes):
+        level = 0.5 ** (i % method.admix_scales)
+        other = (x.numpy() / level - audio) / 0.2  # the mixed-in audio, recovered
+        first = int(round(float(other[0]) * 100000))
+        np.testing.assert_allclose(other, pool[first : first + len(audio)], atol=1e-4)
+        np.testing.assert_array_equal(st, starts)
+    # without admix: the method's transformations, as before
+    plain = list(T.mixtures(adv, starts, T.Method("p", ["toy"]), np.random.default_rng(0)))
+    assert len(plain) == 1 and torch.equal(plain[0][0], adv)
+    surrogate = _surrogate()
+    delta = T.craft(audio, 35.0, [surrogate], method, np.random.default_rng(0))
+    _, bound, _, _ = T.plan(audio, 35.0)
+    assert np.all(np.abs(delta) <= bound + 1e-7)
+    assert _attack_loss(surrogate, audio + delta) < _attack_loss(surrogate, audio)

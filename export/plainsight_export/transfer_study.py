@@ -175,6 +175,13 @@ class Method:
     gain_grid: tuple[int, float] = (16, 0.1)  # its grid: log-spaced bands, cell seconds
     # gain fields on several grids at once: ((bands, cell seconds, bound dB), ...), files only
     gain_layers: tuple[tuple[int, float, float], ...] = ()
+    # Admix: each gradient averaged over copies of the clip with `admix` x another speaker's
+    # audio mixed in, each at `admix_scales` levels (1, 1/2, 1/4, ...); the pool is the
+    # training speakers' audio (`admix_pool`, set by the study)
+    admix: float = 0.0
+    admix_copies: int = 3
+    admix_scales: int = 3
+    admix_pool: np.ndarray | None = None
     lookahead: int = 0  # --stream gain field: input samples seen after the hop (latency)
     warp_ms: float = 0.0  # > 0: a smooth time warp within +-warp_ms instead (no SNR scaling)
     warp_cell_s: float = 0.1  # the warp's grid: one displacement every warp_cell_s
@@ -429,12 +436,27 @@ def feature_disruption(s: Surrogate, windows, clean_windows, layer: int) -> torc
     return -(out - ref).pow(2).mean() / ref.pow(2).mean().clamp_min(1e-12)
 
 
+def mixtures(adv: torch.Tensor, starts: np.ndarray, method: Method, rng):
+    """The inputs one gradient is averaged over: method.samples random transformations of
+    the clip, or with Admix, scaled copies of it with other audio mixed in."""
+    if not method.admix:
+        for _ in range(method.samples):
+            yield transform(adv, starts, method.diversity, rng)
+        return
+    pool, n = method.admix_pool, len(adv)
+    for _ in range(method.admix_copies):
+        first = int(rng.integers(0, len(pool) - n))
+        other = torch.from_numpy(pool[first : first + n])
+        for level in range(method.admix_scales):
+            x, st = transform(adv + method.admix * other, starts, method.diversity, rng)
+            yield x * 0.5**level, st
+
+
 def gradient(u, signal, bound, starts, surrogates, method: Method, rng, shaper=None):
     u = u.detach().requires_grad_(True)
     adv = signal + (shaper or (lambda v: v))(bound * u)
     total = torch.zeros(())
-    for _ in range(method.samples):
-        x, st = transform(adv, starts, method.diversity, rng)
+    for x, st in mixtures(adv, starts, method, rng):
         index = torch.from_numpy(st[:, None] + np.arange(WINDOW)[None, :])
         windows = x[index]
         for s in surrogates:
@@ -807,6 +829,10 @@ METHODS = _methods(
     ],
     ("gain-2x1000", ["compact"], {"gain_db": 3.0, "gain_grid": (2, 1.0)}),
     ("gain-2x1000-noise", [], {"gain_db": 3.0, "gain_grid": (2, 1.0), "random": True}),
+    # Admix (Wang et al., ICCV 2021): the gradient taken at the clip with a fifth of another
+    # speaker's audio mixed in, at three levels, averaged over three such mixtures.
+    ("admix", ["compact"], {"admix": 0.2}),
+    ("admix-ens", ENSEMBLE, {"admix": 0.2}),
     # Model-side tricks of image transfer work on the same surrogate: its linear skeleton's
     # gradient (LinBP), and dropout kept on while attacking (a new sub-network every step).
     ("linbp", ["compact~linbp"], {}),
@@ -899,6 +925,8 @@ def run(args) -> dict:
                 loaded.setdefault(s, load_surrogate(args.corpus, s))
             surrogates = [loaded[s] for s in method.surrogates]
             rng = np.random.default_rng(args.seed)
+            if method.admix and method.admix_pool is None:
+                method.admix_pool = np.concatenate(training_audio(args)).astype(np.float32)
             start = time.perf_counter()
             if method.universal:  # trained on the training speakers, then free per clip
                 v = train_universal(training_audio(args), surrogates, args.snr_db, args.seed)
@@ -924,6 +952,9 @@ def run(args) -> dict:
             "steps": method.steps,
             "diversity": list(method.diversity),
             "samples": method.samples,
+            "admix": [method.admix, method.admix_copies, method.admix_scales]
+            if method.admix
+            else None,
             "loss": method.loss,
             "layer": method.layer if "feature" in method.loss else None,
             "momentum": method.momentum,
@@ -1057,6 +1088,8 @@ def table(results: dict) -> str:
             extra.append(f"gain fields {layers}")
         if r.get("warp_ms"):
             extra.append(f"warp +-{r['warp_ms']:g} ms / {1000 * r['warp_cell_s']:g} ms")
+        if r.get("admix"):
+            extra.append("admix {:g} x {} copies x {} scales".format(*r["admix"]))
         if r["samples"] > 1:
             extra.append(f"{r['samples']} samples")
         div = ",".join(r["diversity"]) or "-"
