@@ -135,3 +135,40 @@ def test_sweep_grid_families():
     assert len(only) == 6 and all(c["envelope"] for c in only)
     with pytest.raises(ValueError, match="unknown sweep families"):
         configurations({}, [], families={"nope"})
+
+
+def test_paired_uar_bootstrap_known_cases():
+    true = np.repeat(np.arange(3), [4, 6, 5])
+    wrong = (true + 1) % 3
+    # the same predictions under both conditions: no difference in any draw
+    same = metrics.paired_uar_differences(true, [wrong, true], [wrong, true], 3, draws=50)
+    np.testing.assert_array_equal(same, 0.0)
+    # every clip wrong -> every clip right: exactly +1 UAR in every draw (classes kept)
+    up = metrics.paired_uar_differences(true, [wrong], [true], 3, draws=50)
+    assert up.shape == (1, 50)
+    np.testing.assert_allclose(up, 1.0)
+    # one class fixed: the difference is that class's share of the UAR, whatever the draw
+    fixed = wrong.copy()
+    fixed[true == 1] = 1
+    one = metrics.paired_uar_differences(true, [wrong], [fixed], 3, draws=50)
+    np.testing.assert_allclose(one, 1 / 3)
+    with pytest.raises(ValueError, match="same clips"):
+        metrics.paired_uar_differences(true, [wrong], [true[:-1]], 3)
+
+
+def test_paired_uar_bootstrap_interval_covers_the_difference_and_shrinks_with_pairing():
+    rng = np.random.default_rng(1)
+    true = np.repeat(np.arange(4), 30)
+    a = np.where(rng.random(120) < 0.6, true, (true + 1) % 4)
+    b = a.copy()
+    flip = rng.choice(120, 12, replace=False)  # b is right on up to 12 more clips
+    b[flip] = true[flip]
+    d = metrics.paired_uar_differences(true, [a], [b], 4, draws=1000, seed=2)[0]
+    observed = metrics.uar(metrics.confusion_matrix(true, b, 4)) - metrics.uar(
+        metrics.confusion_matrix(true, a, 4)
+    )
+    low, high = np.percentile(d, [2.5, 97.5])
+    assert low < observed < high
+    assert abs(d.mean() - observed) < 0.01
+    # unpaired, the same two UARs would vary by about +-0.12 each; paired, far less
+    assert high - low < 0.15

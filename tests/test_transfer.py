@@ -466,3 +466,46 @@ def test_admix_mixes_other_audio_at_each_level_and_keeps_the_bound():
     _, bound, _, _ = T.plan(audio, 35.0)
     assert np.all(np.abs(delta) <= bound + 1e-7)
     assert _attack_loss(surrogate, audio + delta) < _attack_loss(surrogate, audio)
+
+
+def test_compare_bootstraps_the_dev_panel_difference_of_two_cached_methods(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    labels = ["a", "b"] * 4
+    clips = [
+        SimpleNamespace(audio=_speechy(16000, i), utt=SimpleNamespace(label=lab))
+        for i, lab in enumerate(labels)
+    ]
+    monkeypatch.setattr(T.P, "test_clips", lambda data, corpus, limit: clips)
+
+    class Loud:  # says "b" when the clip is loud
+        name = "emodb-attacker-dev-loud-s0"
+        classes = ["a", "b"]
+
+        def clip_logits(self, audios):
+            return np.array([[0.0, 1.0] if np.abs(x).mean() > 0.1 else [1.0, 0.0] for x in audios])
+
+    monkeypatch.setattr(T, "dev_panel", lambda corpus: ([Loud()], "dev"))
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    quiet = {f"clip{i}": 0.01 * c.audio for i, c in enumerate(clips)}
+    level = {"a": 0.002, "b": 0.2}  # mean |sample| of each class's clips under `right`
+
+    def at_level(clip):
+        return level[clip.utt.label] * clip.audio / np.abs(clip.audio).mean()
+
+    right = {f"clip{i}": at_level(c) for i, c in enumerate(clips)}
+    np.savez(cache / "quiet.npz", **quiet)
+    np.savez(cache / "right.npz", **right)
+    args = SimpleNamespace(data="", corpus="emodb", limit=8, snr_db=38.0, seed=0, cache=cache,
+                           out=tmp_path / "out", compare=["quiet", "right"])  # fmt: skip
+    out = T.compare_cached(args)
+    # quiet: always "a" (UAR 0.5); right: every clip right (UAR 1.0): +50 points, every draw
+    assert out["panel_mean"] == pytest.approx({"mean": 50.0, "low": 50.0, "high": 50.0})
+    assert (
+        "| panel mean | +50.0 [+50.0, +50.0] |"
+        in (tmp_path / "out" / "compare-quiet-vs-right.md").read_text()
+    )
+    args.compare = ["quiet", "never-crafted"]
+    with pytest.raises(SystemExit, match="craft never-crafted first"):
+        T.compare_cached(args)

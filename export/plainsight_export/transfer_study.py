@@ -1050,6 +1050,69 @@ def score_cached(args) -> dict:
     return out
 
 
+def predictions(scorer, audios, labels) -> tuple[np.ndarray, np.ndarray]:
+    """(true, predicted) class indices of one member on these clips, as `uar` counts them."""
+    audios, labels = P.apply_label_map(getattr(scorer, "label_map", None), audios, labels)
+    true = np.array([scorer.classes.index(lab) for lab in labels])
+    return true, scorer.clip_logits(audios).argmax(1)
+
+
+def compare_cached(args) -> dict:
+    """Paired bootstrap of the dev-panel UAR difference between two methods' cached clips
+    (--compare A,B: B minus A, per member and the panel mean, 95 % interval over resampled
+    clips). Crafts nothing. A member that scores only some of the clips (cross-corpus) is
+    resampled on its own; the rest share every draw."""
+    torch.set_num_threads(1)
+    a, b = args.compare
+    clips = P.test_clips(args.data, args.corpus, args.limit)
+    labels = [c.utt.label for c in clips]
+    heard = {}
+    for name in (a, b):
+        cached = args.cache / f"{name}.npz"
+        if not cached.is_file():
+            raise SystemExit(f"transfer-study: {cached} missing: craft {name} first")
+        with np.load(cached) as z:
+            heard[name] = [z[f"clip{i}"] for i in range(len(clips))]
+    panel, _ = dev_panel(args.corpus)
+    draws, members = [], {}
+    for s in panel:
+        true, pred_a = predictions(s, heard[a], labels)
+        _, pred_b = predictions(s, heard[b], labels)
+        d = metrics.paired_uar_differences(true, pred_a, pred_b, len(s.classes), seed=args.seed)
+        draws.append(d[0])
+        members[s.name] = summary(d[0])
+    out = {
+        "corpus": args.corpus,
+        "n_clips": len(clips),
+        "snr_db": args.snr_db,
+        "a": a,
+        "b": b,
+        "panel_mean": summary(np.mean(draws, 0)),
+        "members": members,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = f"compare-{a}-vs-{b}"
+    (args.out / f"{stem}.json").write_text(json.dumps(out, indent=1) + "\n")
+    lines = [
+        f"{args.corpus}, {len(clips)} clips at {args.snr_db:g} dB: dev-panel UAR of `{b}` minus "
+        f"`{a}`, points, [95 % paired bootstrap interval over the clips]",
+        "",
+        "| member | difference |",
+        "|---|---|",
+    ]
+    for name, row in [("panel mean", out["panel_mean"]), *members.items()]:
+        lines.append(f"| {name} | {row['mean']:+.1f} [{row['low']:+.1f}, {row['high']:+.1f}] |")
+    (args.out / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return out
+
+
+def summary(draws: np.ndarray) -> dict:
+    """Mean and 95 % percentile interval of bootstrap draws, in UAR points."""
+    low, high = np.percentile(100 * draws, [2.5, 97.5])
+    return {"mean": float(100 * draws.mean()), "low": float(low), "high": float(high)}
+
+
 def table(results: dict) -> str:
     members = results["panel_members"]
     clean = results["clean"]
@@ -1149,6 +1212,11 @@ def main(argv=None) -> int:
         "nothing; final is for reports of methods chosen on the dev panel)",
     )
     parser.add_argument(
+        "--compare",
+        help="A,B: paired bootstrap of the dev-panel UAR of B minus A on their cached clips "
+        "(crafts nothing)",
+    )
+    parser.add_argument(
         "--codec",
         default="none",
         help="with --score-panel: listeners hear every clip after this round trip (opus:24)",
@@ -1157,6 +1225,8 @@ def main(argv=None) -> int:
     if not args.data:
         print("transfer-study: give --data or set PLAINSIGHT_DATA", file=sys.stderr)
         return 2
+    if args.compare:
+        args.methods = args.compare
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     # Keyed by everything that changes the crafted clips, so a --rescore reads its own.
     args.cache = args.cache / (
@@ -1172,7 +1242,14 @@ def main(argv=None) -> int:
     if args.stream and layered:
         print(f"transfer-study: {layered} have no --stream form (files only)", file=sys.stderr)
         return 2
-    score_cached(args) if args.score_panel else run(args)
+    if args.compare:
+        if len(args.methods) != 2:
+            print("transfer-study: --compare takes two methods, A,B", file=sys.stderr)
+            return 2
+        args.compare = args.methods
+        compare_cached(args)
+    else:
+        score_cached(args) if args.score_panel else run(args)
     return 0
 
 

@@ -67,6 +67,36 @@ def mutual_information_bias_bits(confusion: np.ndarray) -> float:
     return (rows - 1) * (cols - 1) / (2.0 * joint.sum() * np.log(2.0))
 
 
+def paired_uar_differences(
+    true, pred_a, pred_b, n_classes: int, draws: int = 2000, seed: int = 0
+) -> np.ndarray:
+    """Bootstrap of UAR(b) - UAR(a) for models scored on the SAME clips, one row per model
+    and a column per draw: [models, draws].
+
+    true [clips] and pred_* [models, clips]. Each draw resamples the clips with replacement
+    within each true class (so every class keeps its count and UAR stays defined), and the
+    same draw serves every model and both conditions: the spread is that of the clip
+    sample, with the pairing kept (two methods on the same clips differ far less by chance
+    than two independent samples would)."""
+    true = np.asarray(true, int)
+    pred_a, pred_b = np.atleast_2d(pred_a).astype(int), np.atleast_2d(pred_b).astype(int)
+    if pred_a.shape != pred_b.shape or pred_a.shape[1] != len(true):
+        raise ValueError("pred_a and pred_b must be [models, clips] over the same clips")
+    rng = np.random.default_rng(seed)
+    by_class = [np.flatnonzero(true == c) for c in range(n_classes)]
+    by_class = [idx for idx in by_class if len(idx)]
+    hit_a, hit_b = pred_a == true, pred_b == true
+    out = np.empty((len(pred_a), draws))
+    for d in range(draws):
+        recall_a, recall_b = [], []
+        for idx in by_class:
+            pick = rng.choice(idx, len(idx))
+            recall_a.append(hit_a[:, pick].mean(1))
+            recall_b.append(hit_b[:, pick].mean(1))
+        out[:, d] = np.mean(recall_b, 0) - np.mean(recall_a, 0)
+    return out
+
+
 def classification_report(true, pred, classes: list[str]) -> dict:
     """UAR, accuracy, per-class recall, MI and the confusion matrix as JSON-ready values."""
     cm = confusion_matrix(true, pred, len(classes))
