@@ -704,8 +704,7 @@ def uar(scorer, audios, labels) -> float:
     """The member's own report (cross-corpus members keep only the shared labels)."""
     if hasattr(scorer, "report"):
         return float(scorer.report(audios, labels)["uar"])
-    pred = scorer.clip_logits(audios).argmax(1)
-    true = [scorer.classes.index(lab) for lab in labels]
+    true, pred = P.predictions(scorer, audios, labels)
     return float(metrics.classification_report(true, pred, scorer.classes)["uar"])
 
 
@@ -917,8 +916,7 @@ def run(args) -> dict:
         method = METHODS[name.removesuffix("@stream")]
         cached = args.cache / f"{name}.npz"
         if args.rescore:
-            with np.load(cached) as z:
-                masked = [z[f"clip{i}"] for i in range(len(clean))]
+            masked = cached_clips(args, name, len(clean))
             seconds = previous[name]["craft_seconds"]
         else:
             for s in method.surrogates:
@@ -983,6 +981,15 @@ def run(args) -> dict:
     return results
 
 
+def cached_clips(args, name: str, count: int, where: str = "") -> list[np.ndarray]:
+    """The clips method `name` crafted earlier (crafts nothing; missing: exit with a hint)."""
+    cached = args.cache / f"{name}.npz"
+    if not cached.is_file():
+        raise SystemExit(f"transfer-study: {cached} missing: craft {name}{where} first")
+    with np.load(cached) as z:
+        return [z[f"clip{i}"] for i in range(count)]
+
+
 def score_cached(args) -> dict:
     """Report only: a panel's UAR on clips a method has ALREADY crafted (on the development
     panel), beside clean and the same-SNR noise control, optionally all three after a codec
@@ -1006,13 +1013,7 @@ def score_cached(args) -> dict:
     panel = load_panel(args.corpus, args.score_panel)  # scorers, ONNX and statistics alike
     rows = {"clean": {s.name: uar(s, heard(clean), labels) for s in panel}}
     for name in args.methods:
-        cached = args.cache / f"{name}.npz"
-        if not cached.is_file():
-            raise SystemExit(
-                f"transfer-study: {cached} missing: craft {name} on the dev panel first"
-            )
-        with np.load(cached) as z:
-            masked = [z[f"clip{i}"] for i in range(len(clean))]
+        masked = cached_clips(args, name, len(clean), where=" on the dev panel")
         noise = P.noise_control(clean, masked)
         rows[name] = {
             "masked": {s.name: uar(s, heard(masked), labels) for s in panel},
@@ -1050,13 +1051,6 @@ def score_cached(args) -> dict:
     return out
 
 
-def predictions(scorer, audios, labels) -> tuple[np.ndarray, np.ndarray]:
-    """(true, predicted) class indices of one member on these clips, as `uar` counts them."""
-    audios, labels = P.apply_label_map(getattr(scorer, "label_map", None), audios, labels)
-    true = np.array([scorer.classes.index(lab) for lab in labels])
-    return true, scorer.clip_logits(audios).argmax(1)
-
-
 def compare_cached(args) -> dict:
     """Paired bootstrap of the dev-panel UAR difference between two methods' cached clips
     (--compare A,B: B minus A, per member and the panel mean, 95 % interval over resampled
@@ -1066,18 +1060,12 @@ def compare_cached(args) -> dict:
     a, b = args.compare
     clips = P.test_clips(args.data, args.corpus, args.limit)
     labels = [c.utt.label for c in clips]
-    heard = {}
-    for name in (a, b):
-        cached = args.cache / f"{name}.npz"
-        if not cached.is_file():
-            raise SystemExit(f"transfer-study: {cached} missing: craft {name} first")
-        with np.load(cached) as z:
-            heard[name] = [z[f"clip{i}"] for i in range(len(clips))]
+    heard = {name: cached_clips(args, name, len(clips)) for name in (a, b)}
     panel, _ = dev_panel(args.corpus)
     draws, members = [], {}
     for s in panel:
-        true, pred_a = predictions(s, heard[a], labels)
-        _, pred_b = predictions(s, heard[b], labels)
+        true, pred_a = P.predictions(s, heard[a], labels)
+        _, pred_b = P.predictions(s, heard[b], labels)
         d = metrics.paired_uar_differences(true, pred_a, pred_b, len(s.classes), seed=args.seed)
         draws.append(d[0])
         members[s.name] = summary(d[0])

@@ -7,8 +7,8 @@ remaining arguments (a measurement, not a setting).
     GAIN_COARSE=2,1.0,4 python exp_layers.py evaluate ... --mask-strength rebalance \
         --mask-gain-db 1.5
 
-The layered gain is the product of the two fields' gains (their dB maps add); the gradient
-projects the same d loss / d dB map onto each layer's grid.
+The layered gain is the product of the two fields' gains (their dB maps add): one GainField
+with both layers' grid weights stacked and a block-diagonal grid.
 """
 
 import os
@@ -17,7 +17,6 @@ import sys
 import numpy as np
 from plainsight import gainfield
 from plainsight.cli import main
-from plainsight.shaping import CHUNK, _window
 
 FineField = gainfield.GainField
 BANDS, CELL_S, RATIO = os.environ["GAIN_COARSE"].split(",")
@@ -25,37 +24,28 @@ BANDS, CELL_S, RATIO = int(BANDS), float(CELL_S), float(RATIO)
 
 
 class LayeredField(FineField):
-    """The fine field over a flat grid g = [fine cells..., coarse cells...] (gain_db units;
-    the coarse part counts RATIO times)."""
+    """Both layers as ONE gain field: the grid weights stacked ([fine | coarse] cells,
+    [fine ; coarse] bands), so that a block-diagonal g gives the sum of the two dB maps and
+    the runtime's own `gains`, `__call__` and `gradient` do the rest. `scale` keeps g
+    block-diagonal (the off-diagonal gradient is zeroed, so sign steps never move it) and
+    counts the coarse block RATIO times (gain_db units)."""
 
     def __init__(self, signal, rate):
         super().__init__(signal, rate)
-        self.coarse = FineField(signal, rate, bands=BANDS, cell_s=CELL_S)
-        self.fine_shape = self.shape
-        self.split = int(np.prod(self.fine_shape))
-        self.shape = (self.split + int(np.prod(self.coarse.shape)),)
-
-    def _parts(self, g):
-        g = np.asarray(g, np.float32)
-        fine = g[: self.split].reshape(self.fine_shape)
-        return fine, RATIO * g[self.split :].reshape(self.coarse.shape)
+        coarse = FineField(signal, rate, bands=BANDS, cell_s=CELL_S)
+        fine_bands, fine_cells = self.shape
+        self.cell_weights = np.hstack([self.cell_weights, coarse.cell_weights])
+        self.band_weights = np.vstack([self.band_weights, coarse.band_weights])
+        self.shape = (fine_bands + BANDS, fine_cells + coarse.cells)
+        self.scale = np.zeros(self.shape, np.float32)
+        self.scale[:fine_bands, :fine_cells] = 1.0
+        self.scale[fine_bands:, fine_cells:] = RATIO
 
     def gains(self, g):
-        fine, coarse = self._parts(g)
-        return super().gains(fine) * self.coarse.gains(coarse)
+        return super().gains(np.asarray(g, np.float32) * self.scale)
 
     def gradient(self, g, grad_y):
-        gain, window = self.gains(g), _window()
-        frames = self._frames(np.asarray(grad_y, np.float32) / self.norm)
-        grad_db = np.empty(gain.shape, np.float32)
-        for first in range(0, self.count, CHUNK):
-            last = min(first + CHUNK, self.count)
-            back = np.fft.rfft(frames[first:last] * window, axis=1)
-            grad_gain = np.real(self.spectrum[first:last] * np.conj(back)) * self.bin_weight
-            grad_db[first:last] = grad_gain * gain[first:last] * gainfield.DB
-        fine = (self.cell_weights.T @ grad_db @ self.band_weights.T).T
-        coarse = (self.coarse.cell_weights.T @ grad_db @ self.coarse.band_weights.T).T
-        return np.concatenate([fine.ravel(), RATIO * coarse.ravel()])
+        return super().gradient(g, grad_y) * self.scale
 
 
 gainfield.GainField = LayeredField

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from plainsight.evaluate import metrics
-from plainsight.evaluate.pipeline import Scorer, apply_label_map, artifacts_root, clip_windows
+from plainsight.evaluate.pipeline import Scorer, artifacts_root, clip_windows, predictions
 from plainsight.features import FeatureConfig, log_mel
 from plainsight.manifest import ManifestError, load_model_dir, sha256_of
 
@@ -230,9 +230,7 @@ class StatsScorer:
         return np.stack([scores[a:b].mean(0) for a, b in zip(bounds[:-1], bounds[1:], strict=True)])
 
     def report(self, audios: list[np.ndarray], labels: list[str]) -> dict:
-        audios, labels = apply_label_map(self.label_map, audios, labels)
-        pred = self.clip_logits(audios).argmax(axis=1)
-        true = [self.classes.index(lab) for lab in labels]
+        true, pred = predictions(self, audios, labels)
         return metrics.classification_report(true, pred, self.classes) | {"model": self.name}
 
 

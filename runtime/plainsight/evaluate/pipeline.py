@@ -105,10 +105,16 @@ class Scorer:
         )
 
     def report(self, audios: list[np.ndarray], labels: list[str]) -> dict:
-        audios, labels = apply_label_map(self.label_map, audios, labels)
-        pred = self.clip_logits(audios).argmax(axis=1)
-        true = [self.classes.index(lab) for lab in labels]
+        true, pred = predictions(self, audios, labels)
         return metrics.classification_report(true, pred, self.classes) | {"model": self.name}
+
+
+def predictions(scorer, audios: list, labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(true, predicted) class indices of a clip scorer (anything with `clip_logits` and
+    `classes`) on the clips its label map keeps."""
+    audios, labels = apply_label_map(getattr(scorer, "label_map", None), audios, labels)
+    true = np.array([scorer.classes.index(lab) for lab in labels], int)
+    return true, scorer.clip_logits(audios).argmax(axis=1)
 
 
 def apply_label_map(label_map: dict | None, audios: list, labels: list[str]):
