@@ -316,16 +316,62 @@ def test_warp_field_is_the_identity_at_zero_and_a_delay_when_constant():
     assert np.sqrt(np.mean(error**2)) < 1e-3 * np.sqrt(np.mean(exact[inner] ** 2))
 
 
-def test_warp_craft_keeps_the_bound_and_moves_toward_the_target():
+def _crafted_toward_the_target(method):
+    """(audio, delta) of a field method on a speech-like clip, checked to lower the loss."""
     audio = _speechy(50000)
     surrogate = _surrogate()
-    method = T.Method("warp", ["toy"], steps=5, warp_ms=1.0)
     delta = T.craft(audio, 35.0, [surrogate], method, np.random.default_rng(0))
     assert delta.shape == audio.shape
     assert _attack_loss(surrogate, audio + delta) < _attack_loss(surrogate, audio)
+    return audio, delta
+
+
+def test_warp_craft_keeps_the_bound_and_moves_toward_the_target():
+    audio, delta = _crafted_toward_the_target(T.Method("warp", ["toy"], steps=5, warp_ms=1.0))
     # a 1 ms warp of a signal whose fastest part is 2300 Hz moves no sample by more than
     # 2 pi 2300 * 1 ms of its amplitude
     assert np.abs(delta).max() < 2 * np.pi * 2300 * 1e-3 * np.abs(audio).max()
+
+
+def test_formant_field_is_the_identity_at_zero_and_moves_the_envelope_not_the_pitch():
+    rate, f0 = 16000, 150.0
+    t = np.arange(24000) / rate
+    # a vowel: harmonics of 150 Hz under one resonance at 1200 Hz
+    harmonics = np.arange(1, 40)
+    weights = 1.0 / (1.0 + ((harmonics * f0 - 1200.0) / 150.0) ** 2)
+    audio = 0.05 * (weights[:, None] * np.sin(2 * np.pi * f0 * harmonics[:, None] * t)).sum(0)
+    audio = audio.astype(np.float32)
+    field = T.FormantWarpField(torch.from_numpy(audio), 0.1)
+    same = field(torch.zeros(field.cells)).numpy()
+    inner = slice(600, -600)
+    assert np.max(np.abs(same - audio)[inner]) < 1e-4 * np.abs(audio).max()
+
+    freqs = np.fft.rfftfreq(len(audio[inner]), 1 / rate)
+
+    def harmonic(x, hz):  # the partial's amplitude in the middle of the clip
+        spectrum = np.abs(np.fft.rfft(x[inner] * np.hanning(len(x[inner]))))
+        return spectrum[np.argmin(np.abs(freqs - hz))]
+
+    def tilt_around_peak(scale):  # the partial above the resonance over the one below
+        x = field(torch.full((field.cells,), scale)).numpy()
+        return harmonic(x, 1350) / harmonic(x, 1050)
+
+    # the resonance moves with the scale: the partial above it gains on the one below when
+    # the formants go up, and loses when they go down
+    assert tilt_around_peak(-0.08) < tilt_around_peak(0.0) / 1.3
+    assert tilt_around_peak(0.08) > tilt_around_peak(0.0) * 1.3
+    raised = field(torch.full((field.cells,), 0.15)).numpy()
+    spectrum = np.abs(np.fft.rfft(raised[inner] * np.hanning(len(raised[inner]))))
+    assert freqs[np.argmax(spectrum)] == pytest.approx(1350, abs=5)
+    # and the partials stay on the harmonics of 150 Hz: the pitch did not move
+    peaks = freqs[spectrum > 0.05 * spectrum.max()]
+    assert np.all(np.abs(peaks / f0 - np.round(peaks / f0)) < 0.05)
+
+
+def test_formant_craft_moves_toward_the_target_and_refuses_the_stream(capsys):
+    _crafted_toward_the_target(T.Method("formant", ["toy"], steps=5, formant_pct=6))
+    assert T.main(["--corpus", "emodb", "--data", "x", "--stream", "--methods", "formant-6"]) == 2
+    assert "files only" in capsys.readouterr().err
 
 
 def test_surrogate_variants_keep_the_forward_and_change_the_backward(tmp_path, monkeypatch):

@@ -185,6 +185,10 @@ class Method:
     lookahead: int = 0  # --stream gain field: input samples seen after the hop (latency)
     warp_ms: float = 0.0  # > 0: a smooth time warp within +-warp_ms instead (no SNR scaling)
     warp_cell_s: float = 0.1  # the warp's grid: one displacement every warp_cell_s
+    # > 0: the spectral envelope (formants) read at frequencies scaled by up to +-formant_pct
+    # per cent instead (a gain field shaped by the clip's own formants; no SNR scaling)
+    formant_pct: float = 0.0
+    formant_cell_s: float = 0.1  # its grid: one scale factor every formant_cell_s
     note: str = ""
     extra: dict = field(default_factory=dict)
 
@@ -358,6 +362,54 @@ def optimise_warp(signal_np, starts, surrogates, method: Method, rng) -> np.ndar
     return optimise_field(field, (field.cells,), most, signal, starts, surrogates, method, rng)
 
 
+ENVELOPE_LIFTER = 30  # cepstral terms kept: ~530 Hz detail, above the pitch's quefrency
+FORMANT_MAX_DB = 12.0  # the envelope ratio is clamped: deep valleys are not lifted further
+
+
+class FormantWarpField:
+    """y = ISTFT(STFT(clean) * E(f / a) / E(f)), a(t) = 1 + w(t), w hat-interpolated from a
+    grid (one value every `cell_s`): the clip's spectral envelope E (its cepstrally smoothed
+    log-magnitude per frame) read at scaled frequencies, so the formants move up (a > 1) or
+    down by a few per cent while the harmonics (pitch), the phase and the timing stay. The
+    last session found the articulation, how the envelope moves, to be what a retrained
+    model reads; this asks whether fixed models read it too, under a small optimised change."""
+
+    def __init__(self, clean: torch.Tensor, cell_s: float):
+        self.n = len(clean)
+        window = torch.hann_window(SHAPE_FFT)
+        self.spec = torch.stft(clean, SHAPE_FFT, SHAPE_HOP, window=window, return_complex=True)
+        cepstrum = torch.fft.irfft(torch.log(self.spec.abs() + 1e-5), n=SHAPE_FFT, dim=0)
+        lifter = torch.zeros(SHAPE_FFT, 1)
+        lifter[:ENVELOPE_LIFTER] = 1.0
+        lifter[-ENVELOPE_LIFTER + 1 :] = 1.0
+        self.envelope = torch.fft.rfft(cepstrum * lifter, dim=0).real  # [F, frames], log
+        frame_s = np.arange(self.spec.shape[1]) * SHAPE_HOP / RATE
+        self.cells = int(np.ceil(self.n / RATE / cell_s)) + 1
+        self.times = torch.from_numpy(hat_matrix(frame_s, np.arange(self.cells) * cell_s).T)
+        self.bins = torch.arange(self.spec.shape[0], dtype=torch.float32)[:, None]
+
+    def __call__(self, w: torch.Tensor) -> torch.Tensor:
+        """w [cells], relative scale (0.03 = formants 3 % higher) -> the clip."""
+        top = self.spec.shape[0] - 1
+        source = (self.bins / (1.0 + w @ self.times)[None, :]).clamp(0, top)
+        low = torch.floor(source).detach().clamp(max=top - 1)
+        frac = source - low
+        low = low.long()
+        warped = self.envelope.gather(0, low) * (1 - frac) + self.envelope.gather(0, low + 1) * frac
+        most = FORMANT_MAX_DB * np.log(10) / 20
+        gain = torch.exp((warped - self.envelope).clamp(-most, most))
+        window = torch.hann_window(SHAPE_FFT)
+        return torch.istft(self.spec * gain, SHAPE_FFT, SHAPE_HOP, window=window, length=self.n)
+
+
+def optimise_formant(signal_np, starts, surrogates, method: Method, rng) -> np.ndarray:
+    """I-FGSM on the formant warp's grid (|w| <= formant_pct %), as `optimise_field`."""
+    signal = torch.from_numpy(signal_np)
+    field = FormantWarpField(signal, method.formant_cell_s)
+    most = method.formant_pct / 100
+    return optimise_field(field, (field.cells,), most, signal, starts, surrogates, method, rng)
+
+
 def band_weights(bands: int) -> torch.Tensor:
     """[F, bands]: each STFT bin's share of the gain grid's log-spaced bands, as the
     runtime's plainsight.gainfield.GainField interpolates them."""
@@ -514,9 +566,16 @@ def craft(audio: np.ndarray, snr_db: float, surrogates, method: Method, rng) -> 
         delta = optimise_gain(signal, starts, surrogates, method, rng)
     elif method.warp_ms:
         delta = optimise_warp(signal, starts, surrogates, method, rng)
+    elif method.formant_pct:
+        delta = optimise_formant(signal, starts, surrogates, method, rng)
     else:
         delta = optimise(signal, bound, starts, surrogates, method, rng)
     return delta[offset : offset + len(audio)]
+
+
+def files_only_method(method: Method) -> bool:
+    """Fields crafted over the whole clip at once, with no hop-by-hop form."""
+    return bool(method.gain_layers or method.warp_ms or method.formant_pct)
 
 
 def craft_stream(audio, snr_db: float, surrogates, method: Method, rng, hop: int = 4000):
@@ -869,6 +928,13 @@ METHODS = _methods(
         (f"gain-16x100-sam-{rho}", [f"surrogate-compact-{SAM[rho]}-s11"], {"gain_db": 3.0})
         for rho in ("0", "0.2", "0.5")
     ],
+    # The formants moved by a few per cent, optimised (and at random: the control), per 100 ms
+    *[
+        (f"formant-{pct}{tail}", [] if tail else ["compact"], {"formant_pct": pct} | kw)
+        for pct in (3, 6, 10)
+        for tail, kw in (("", {}), ("-noise", {"random": True}))
+    ],
+    ("formant-6-ens-20", ENSEMBLE, {"formant_pct": 6, "steps": 20}),
     # --stream only: the hop's gain chosen with the stream waiting 250 / 500 ms more
     ("gain-16x100-la250", ["compact"], {"gain_db": 3.0, "lookahead": 4000}),
     ("gain-16x100-la500", ["compact"], {"gain_db": 3.0, "lookahead": 8000}),
@@ -936,7 +1002,7 @@ def run(args) -> dict:
                 else:
                     crafter = craft_stream if args.stream else craft
                     deltas = [crafter(a, args.budget_db, surrogates, method, rng) for a in clean]
-                if method.warp_ms:  # a warp scaled in level is no warp: keep it as crafted
+                if method.warp_ms or method.formant_pct:  # a warp scaled in level is no warp
                     masked = [np.clip(a + d, -1, 1) for a, d in zip(clean, deltas, strict=True)]
                 else:
                     masked = [at_snr(a, d, args.snr_db) for a, d in zip(clean, deltas, strict=True)]
@@ -966,6 +1032,8 @@ def run(args) -> dict:
             "gain_layers": [list(layer) for layer in method.gain_layers] or None,
             "warp_ms": method.warp_ms,
             "warp_cell_s": method.warp_cell_s if method.warp_ms else None,
+            "formant_pct": method.formant_pct,
+            "formant_cell_s": method.formant_cell_s if method.formant_pct else None,
             "note": method.note,
             "median_snr_db": metrics.distribution(snr)["median"],
             "pesq_wb": metrics.distribution(pesq),
@@ -1226,9 +1294,9 @@ def main(argv=None) -> int:
     if unknown:
         print(f"transfer-study: unknown methods {unknown}; know {list(METHODS)}", file=sys.stderr)
         return 2
-    layered = [m for m in args.methods if METHODS[m.removesuffix("@stream")].gain_layers]
-    if args.stream and layered:
-        print(f"transfer-study: {layered} have no --stream form (files only)", file=sys.stderr)
+    files_only = [m for m in args.methods if files_only_method(METHODS[m.removesuffix("@stream")])]
+    if args.stream and files_only:
+        print(f"transfer-study: {files_only} have no --stream form (files only)", file=sys.stderr)
         return 2
     if args.compare:
         if len(args.methods) != 2:
