@@ -187,6 +187,32 @@ def test_lowpass_augmentation_removes_high_band():
     assert batch.shape == (8, 32000) and np.isfinite(batch).all()
 
 
+def _band_levels_db(audio, edges=(150, 400, 1000, 2500, 6000)):
+    spectrum = np.abs(np.fft.rfft(audio)) ** 2
+    freqs = np.fft.rfftfreq(len(audio), 1 / 16000)
+    return np.array([10 * np.log10(spectrum[np.abs(freqs - f) < 0.1 * f].mean()) for f in edges])
+
+
+def test_channel_augmentation_equalises_within_its_bounds():
+    rng = np.random.default_rng(0)
+    audio = (0.1 * rng.standard_normal(32000)).astype(np.float32)
+    clean = _band_levels_db(audio)
+    changes = []
+    for seed in range(6):
+        eq = D.random_equaliser(audio, np.random.default_rng(seed), 6.0, 3.0, True, False)
+        changes.append(_band_levels_db(eq) - clean)
+    changes = np.array(changes)
+    # a static equaliser: each band within +-6 dB, and not the identity
+    assert np.abs(changes).max() <= 6.5 and np.abs(changes).max() > 1.0
+    field = D.random_equaliser(audio, np.random.default_rng(1), 6.0, 3.0, False, True)
+    assert np.abs(_band_levels_db(field) - clean).max() <= 3.5
+    batch = np.stack([audio] * 4)
+    panel = D.augment(batch, np.random.default_rng(3), **D.PANEL_AUGMENT)
+    channel = D.augment(batch, np.random.default_rng(3), **D.CHANNEL_AUGMENT)
+    assert channel.shape == batch.shape and np.isfinite(channel).all()
+    assert not np.array_equal(channel, panel)
+
+
 def _tiny_corpus(root, pitch_by_speaker=False):
     import soundfile as sf
 

@@ -5,6 +5,8 @@ seed fixes everything): random crop position (time shift; short clips are zero-p
 random offset), gain of +-6 dB, and with probability 0.5 white or pink noise at a random
 SNR of 5-35 dB relative to the crop's RMS. The held-out panel (`PANEL_AUGMENT`) adds a random
 low-pass and uses 10-40 dB noise, so that benign noise alone never counts as hiding.
+`CHANNEL_AUGMENT` adds random equalisers: a listener trained for many microphones and rooms,
+to test whether the gain stage's hiding is more than a channel the panel never heard.
 """
 
 from __future__ import annotations
@@ -130,6 +132,37 @@ PANEL_AUGMENT = {
 }
 
 
+# The panel's augmentation plus, half the time, a static random equaliser (a tilt within
+# +-eq_db across 100 Hz-7 kHz plus a smooth curve through 4 random points within +-eq_db / 2),
+# and a third of the time a random field on the gain stage's grid (16 bands x 100 ms, random
+# signs at +-field_db: the study's random-field control).
+CHANNEL_AUGMENT = PANEL_AUGMENT | {"eq_prob": 0.5, "eq_db": 6.0, "field_prob": 0.3, "field_db": 3.0}
+
+
+def random_equaliser(
+    audio: np.ndarray,
+    rng: np.random.Generator,
+    eq_db: float,
+    field_db: float,
+    eq: bool,
+    field: bool,
+) -> np.ndarray:
+    """`audio` through a random static equaliser (`eq`) and/or a random gain field (`field`),
+    both applied as one gain grid of plainsight.gainfield (dB per band and 100 ms cell)."""
+    from plainsight.gainfield import BANDS, GainField
+
+    stage = GainField(audio, SAMPLE_RATE)
+    grid = np.zeros(stage.shape, np.float32)
+    if eq:
+        position = np.linspace(0.0, 1.0, BANDS)
+        tilt = rng.uniform(-eq_db, eq_db) * (position - 0.5)
+        curve = np.interp(position, np.linspace(0, 1, 4), rng.uniform(-eq_db, eq_db, 4) / 2)
+        grid += (tilt + curve)[:, None]
+    if field:
+        grid += field_db * rng.choice([-1.0, 1.0], stage.shape)
+    return stage(grid)
+
+
 def augment(
     batch: np.ndarray,
     rng: np.random.Generator,
@@ -138,11 +171,21 @@ def augment(
     gain_db: float = 6.0,
     lowpass_prob: float = 0.0,
     lowpass_hz: tuple[float, float] = (3000.0, 8000.0),
+    eq_prob: float = 0.0,
+    eq_db: float = 6.0,
+    field_prob: float = 0.0,
+    field_db: float = 3.0,
 ) -> np.ndarray:
-    """Gain, optional low-pass and additive noise on a batch of crops [B, N] (a new array)."""
+    """Gain, optional equalisers, low-pass and additive noise on a batch of crops [B, N]
+    (a new array)."""
     out = batch.astype(np.float32, copy=True)
     for row in out:
         row *= 10.0 ** (rng.uniform(-gain_db, gain_db) / 20.0)
+        # no draws without equalisers: the other recipes keep their random streams
+        eq = eq_prob > 0 and rng.random() < eq_prob
+        field = field_prob > 0 and rng.random() < field_prob
+        if eq or field:
+            row[:] = random_equaliser(row, rng, eq_db, field_db, eq, field)
         if lowpass_prob > 0 and rng.random() < lowpass_prob:
             row[:] = lowpass(row, rng.uniform(*lowpass_hz))
         if rng.random() < noise_prob:

@@ -81,8 +81,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument(
         "--augment",
-        choices=["default", "panel"],
-        help="default: gain + noise 5-35 dB; panel: gain, low-pass, noise 10-40 dB",
+        choices=["default", "panel", "channel"],
+        help="default: gain + noise 5-35 dB; panel: gain, low-pass, noise 10-40 dB; channel: "
+        "panel + random equalisers and random gain fields (data.CHANNEL_AUGMENT)",
     )
     p.add_argument(
         "--shared-labels",
@@ -368,7 +369,8 @@ def train_model(args, classes, train: D.ClipSet, val: D.ClipSet | None, seed: in
     cfg = M.default_features(args.arch)
     model = M.build_model(args.arch, len(classes), cfg, **args.arch_kwargs)
     logmel = isinstance(model, (M.Model, M.LogMelNet))
-    augment_kw = D.PANEL_AUGMENT if getattr(args, "augment", "default") == "panel" else {}
+    augments = {"panel": D.PANEL_AUGMENT, "channel": D.CHANNEL_AUGMENT}
+    augment_kw = augments.get(getattr(args, "augment", "default"), {})
     if isinstance(model, M.MfccLinear):
         fit_statistics_scaler(model, train)
     elif logmel:

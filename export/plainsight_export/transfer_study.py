@@ -935,6 +935,22 @@ METHODS = _methods(
         for tail, kw in (("", {}), ("-noise", {"random": True}))
     ],
     ("formant-6-ens-20", ENSEMBLE, {"formant_pct": 6, "steps": 20}),
+    # The gain field through a surrogate trained with random equalisers (--augment channel),
+    # beside the same seed trained with the panel's augmentation: can a surrogate that no
+    # equaliser moves still find a gain that hides?
+    *[
+        (f"gain-16x100-{recipe}-s{seed}", [f"surrogate-compact-{recipe}-s{seed}"], {"gain_db": 3.0})
+        for recipe in ("channel", "panel")
+        for seed in (21, 22, 23)
+    ],
+    *[
+        (
+            f"gain-16x100-{recipe}-seeds-20",
+            [f"surrogate-compact-{recipe}-s{seed}" for seed in (21, 22, 23)],
+            {"gain_db": 3.0, "steps": 20},
+        )
+        for recipe in ("channel", "panel")
+    ],
     # --stream only: the hop's gain chosen with the stream waiting 250 / 500 ms more
     ("gain-16x100-la250", ["compact"], {"gain_db": 3.0, "lookahead": 4000}),
     ("gain-16x100-la500", ["compact"], {"gain_db": 3.0, "lookahead": 8000}),
