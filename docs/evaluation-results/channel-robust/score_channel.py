@@ -39,6 +39,9 @@ def main() -> None:
     parser.add_argument("--checkpoints", type=Path, required=True)
     parser.add_argument("--data", default=os.environ.get("PLAINSIGHT_DATA"))
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument(
+        "--pattern", default="*.pt", help="listeners to score; others already in --out are kept"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     clips = P.test_clips(args.data, args.corpus, args.limit)
@@ -61,8 +64,10 @@ def main() -> None:
             np.round(m * 32768).clip(-32768, 32767) / 32768 for m in masked
         ]
     results = {"corpus": args.corpus, "n_clips": len(clean), "models": {}}
+    if args.out.is_file():
+        results["models"] = json.loads(args.out.read_text())["models"]
     T.CHECKPOINTS = args.checkpoints.parent  # TorchScorer reads CHECKPOINTS/<corpus>/<name>.pt
-    for path in sorted(args.checkpoints.glob("*.pt")):
+    for path in sorted(args.checkpoints.glob(args.pattern)):
         scorer = T.TorchScorer(args.checkpoints.name, path.stem)
         row = {name: T.uar(scorer, audios, labels) for name, audios in conditions.items()}
         results["models"][path.stem] = row
