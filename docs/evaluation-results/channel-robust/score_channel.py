@@ -19,8 +19,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from plainsight.evaluate import codec as codecs
 from plainsight.evaluate import pipeline as P
+from plainsight.evaluate import run
 from plainsight.masker import Masker
+from plainsight.stream import DEFAULT_HOP_MS
 from plainsight_export import data as D
 from plainsight_export import transfer_study as T
 
@@ -63,6 +66,14 @@ def main() -> None:
         conditions[f"runtime {strength}"] = [
             np.round(m * 32768).clip(-32768, 32767) / 32768 for m in masked
         ]
+    # the live path: each clip through `plainsight stream` (250 ms hops), then Opus at
+    # 24 kbit/s (calibrated on the clean clips, as plainsight evaluate does), clean alike
+    opus = codecs.calibrate(codecs.parse_codec("opus:24"), clean, T.RATE)
+    conditions["clean, Opus 24"] = codecs.apply(opus, run.pcm_clean(clips), T.RATE)[0]
+    for strength in ("medium", "rebalance"):
+        masker = Masker(str(model_dir), strength=strength, threads=1)
+        sent = run.stream_clips(masker, clips, DEFAULT_HOP_MS).audios
+        conditions[f"runtime {strength}, stream + Opus 24"] = codecs.apply(opus, sent, T.RATE)[0]
     results = {"corpus": args.corpus, "n_clips": len(clean), "models": {}}
     if args.out.is_file():
         results["models"] = json.loads(args.out.read_text())["models"]
