@@ -132,8 +132,9 @@ PANEL_AUGMENT = {
 }
 
 
-# The panel's augmentation plus, half the time, a static random equaliser (a tilt within
-# +-eq_db across 100 Hz-7 kHz plus a smooth curve through 4 random points within +-eq_db / 2),
+# The panel's augmentation plus, half the time, a static random equaliser (a tilt of up to
+# eq_db from 100 Hz to 7 kHz, i.e. +-eq_db / 2 at the ends, plus a smooth curve through 4
+# random points within +-eq_db / 2),
 # and a third of the time a random field on the gain stage's grid (16 bands x 100 ms, random
 # signs at +-field_db: the study's random-field control).
 CHANNEL_AUGMENT = PANEL_AUGMENT | {"eq_prob": 0.5, "eq_db": 6.0, "field_prob": 0.3, "field_db": 3.0}
