@@ -24,6 +24,7 @@ from plainsight.corpora import (
     load_audio,
     split_corpus,
 )
+from plainsight.gainfield import BANDS, GainField
 
 
 @dataclass
@@ -150,8 +151,6 @@ def random_equaliser(
 ) -> np.ndarray:
     """`audio` through a random static equaliser (`eq`) and/or a random gain field (`field`),
     both applied as one gain grid of plainsight.gainfield (dB per band and 100 ms cell)."""
-    from plainsight.gainfield import BANDS, GainField
-
     stage = GainField(audio, SAMPLE_RATE)
     grid = np.zeros(stage.shape, np.float32)
     if eq:

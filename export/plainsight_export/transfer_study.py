@@ -366,26 +366,23 @@ ENVELOPE_LIFTER = 30  # cepstral terms kept: ~530 Hz detail, above the pitch's q
 FORMANT_MAX_DB = 12.0  # the envelope ratio is clamped: deep valleys are not lifted further
 
 
-class FormantWarpField:
+class FormantWarpField(GainField):
     """y = ISTFT(STFT(clean) * E(f / a) / E(f)), a(t) = 1 + w(t), w hat-interpolated from a
     grid (one value every `cell_s`): the clip's spectral envelope E (its cepstrally smoothed
     log-magnitude per frame) read at scaled frequencies, so the formants move up (a > 1) or
     down by a few per cent while the harmonics (pitch), the phase and the timing stay. The
     last session found the articulation, how the envelope moves, to be what a retrained
-    model reads; this asks whether fixed models read it too, under a small optimised change."""
+    model reads; this asks whether fixed models read it too, under a small optimised change.
+    A gain field whose gain comes from the envelope (GainField's STFT, time grid and `apply`;
+    no bands)."""
 
     def __init__(self, clean: torch.Tensor, cell_s: float):
-        self.n = len(clean)
-        window = torch.hann_window(SHAPE_FFT)
-        self.spec = torch.stft(clean, SHAPE_FFT, SHAPE_HOP, window=window, return_complex=True)
+        super().__init__(clean, 1, cell_s)
         cepstrum = torch.fft.irfft(torch.log(self.spec.abs() + 1e-5), n=SHAPE_FFT, dim=0)
         lifter = torch.zeros(SHAPE_FFT, 1)
         lifter[:ENVELOPE_LIFTER] = 1.0
         lifter[-ENVELOPE_LIFTER + 1 :] = 1.0
         self.envelope = torch.fft.rfft(cepstrum * lifter, dim=0).real  # [F, frames], log
-        frame_s = np.arange(self.spec.shape[1]) * SHAPE_HOP / RATE
-        self.cells = int(np.ceil(self.n / RATE / cell_s)) + 1
-        self.times = torch.from_numpy(hat_matrix(frame_s, np.arange(self.cells) * cell_s).T)
         self.bins = torch.arange(self.spec.shape[0], dtype=torch.float32)[:, None]
 
     def __call__(self, w: torch.Tensor) -> torch.Tensor:
@@ -396,10 +393,8 @@ class FormantWarpField:
         frac = source - low
         low = low.long()
         warped = self.envelope.gather(0, low) * (1 - frac) + self.envelope.gather(0, low + 1) * frac
-        most = FORMANT_MAX_DB * np.log(10) / 20
-        gain = torch.exp((warped - self.envelope).clamp(-most, most))
-        window = torch.hann_window(SHAPE_FFT)
-        return torch.istft(self.spec * gain, SHAPE_FFT, SHAPE_HOP, window=window, length=self.n)
+        db = (warped - self.envelope) * (20 / np.log(10))  # natural log ratio -> dB
+        return self.apply(db.clamp(-FORMANT_MAX_DB, FORMANT_MAX_DB))
 
 
 def optimise_formant(signal_np, starts, surrogates, method: Method, rng) -> np.ndarray:
