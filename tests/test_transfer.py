@@ -555,3 +555,58 @@ def test_compare_bootstraps_the_dev_panel_difference_of_two_cached_methods(tmp_p
     args.compare = ["quiet", "never-crafted"]
     with pytest.raises(SystemExit, match="craft never-crafted first"):
         T.compare_cached(args)
+
+
+def _voice_in_noise(rate: int = 16000, seconds: float = 1.5) -> np.ndarray:
+    """Harmonics of 150 Hz over a white-noise floor 30 dB down (a breathy vowel)."""
+    t = np.arange(int(rate * seconds)) / rate
+    voice = sum(np.sin(2 * np.pi * 150 * k * t) / k for k in range(1, 30))
+    floor = np.random.default_rng(0).normal(0, 0.03 * np.std(voice), len(t))
+    return (0.05 * (voice + floor)).astype(np.float32)
+
+
+def test_harmonic_field_is_a_gain_field_when_peaks_and_valleys_agree():
+    audio = torch.from_numpy(_voice_in_noise())
+    split = T.HarmonicGainField(audio, 16, 0.1, contrast=False)
+    plain = T.GainField(audio, 16, 0.1)
+    assert split.shape == (32, plain.cells)
+    inner = slice(600, -600)
+    np.testing.assert_allclose(
+        split(torch.zeros(split.shape)).numpy()[inner], audio.numpy()[inner], atol=1e-5
+    )
+    g = torch.from_numpy(
+        np.random.default_rng(1).uniform(-3, 3, (16, plain.cells)).astype(np.float32)
+    )
+    np.testing.assert_allclose(split(torch.cat([g, g])).numpy(), plain(g).numpy(), atol=1e-5)
+
+
+def test_harmonic_contrast_changes_how_harmonic_the_voice_is_not_its_level():
+    audio = _voice_in_noise()
+    field = T.HarmonicGainField(torch.from_numpy(audio), 16, 0.1, contrast=True)
+    inner = slice(1000, -1000)
+    freqs = np.fft.rfftfreq(len(audio[inner]), 1 / 16000)
+    on = np.abs(np.abs(freqs / 150 - np.round(freqs / 150)) * 150) < 10  # near a harmonic
+    off = np.abs(np.abs(freqs / 150 - np.round(freqs / 150)) * 150) > 40  # between them
+
+    def harmonicity(x):  # energy on the harmonics over energy between them, dB
+        power = np.abs(np.fft.rfft(x[inner] * np.hanning(len(x[inner])))) ** 2
+        return 10 * np.log10(power[on & (freqs < 4000)].sum() / power[off & (freqs < 4000)].sum())
+
+    def level(x):
+        return 10 * np.log10(np.mean(x[inner] ** 2))
+
+    pressed = field(torch.full(field.shape, 3.0)).numpy()
+    breathy = field(torch.full(field.shape, -3.0)).numpy()
+    # valleys 3 dB down, peaks 3 dB up (the STFT's bins also hold the floor under each partial)
+    assert harmonicity(pressed) > harmonicity(audio) + 2
+    assert harmonicity(breathy) < harmonicity(audio) - 2
+    assert abs(level(pressed) - level(audio)) < 3.5  # peaks carry the level: +3 dB at most
+
+
+def test_harmonic_craft_moves_toward_the_target_and_refuses_the_stream(capsys):
+    for kind in ("split", "contrast"):
+        method = T.Method(kind, ["toy"], steps=5, gain_db=3.0, harmonic=kind)
+        _crafted_toward_the_target(method)
+    argv = ["--corpus", "emodb", "--data", "x", "--stream", "--methods", "harmonic-split-16x100"]
+    assert T.main(argv) == 2
+    assert "files only" in capsys.readouterr().err

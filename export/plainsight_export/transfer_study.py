@@ -189,6 +189,9 @@ class Method:
     # per cent instead (a gain field shaped by the clip's own formants; no SNR scaling)
     formant_pct: float = 0.0
     formant_cell_s: float = 0.1  # its grid: one scale factor every formant_cell_s
+    # with gain_db: separate gains for the spectral peaks (harmonics) and the valleys between
+    # them ("split"), or peaks against valleys only ("contrast"): voice quality, files only
+    harmonic: str = ""
     note: str = ""
     extra: dict = field(default_factory=dict)
 
@@ -366,6 +369,16 @@ ENVELOPE_LIFTER = 30  # cepstral terms kept: ~530 Hz detail, above the pitch's q
 FORMANT_MAX_DB = 12.0  # the envelope ratio is clamped: deep valleys are not lifted further
 
 
+def cepstral_envelope(spec: torch.Tensor) -> torch.Tensor:
+    """[F, frames]: each frame's spectral envelope, its log-magnitude (natural log) with the
+    cepstrum cut after ENVELOPE_LIFTER terms: the formants without the harmonics."""
+    cepstrum = torch.fft.irfft(torch.log(spec.abs() + 1e-5), n=SHAPE_FFT, dim=0)
+    lifter = torch.zeros(SHAPE_FFT, 1)
+    lifter[:ENVELOPE_LIFTER] = 1.0
+    lifter[-ENVELOPE_LIFTER + 1 :] = 1.0
+    return torch.fft.rfft(cepstrum * lifter, dim=0).real
+
+
 class FormantWarpField(GainField):
     """y = ISTFT(STFT(clean) * E(f / a) / E(f)), a(t) = 1 + w(t), w hat-interpolated from a
     grid (one value every `cell_s`): the clip's spectral envelope E (its cepstrally smoothed
@@ -378,11 +391,7 @@ class FormantWarpField(GainField):
 
     def __init__(self, clean: torch.Tensor, cell_s: float):
         super().__init__(clean, 1, cell_s)
-        cepstrum = torch.fft.irfft(torch.log(self.spec.abs() + 1e-5), n=SHAPE_FFT, dim=0)
-        lifter = torch.zeros(SHAPE_FFT, 1)
-        lifter[:ENVELOPE_LIFTER] = 1.0
-        lifter[-ENVELOPE_LIFTER + 1 :] = 1.0
-        self.envelope = torch.fft.rfft(cepstrum * lifter, dim=0).real  # [F, frames], log
+        self.envelope = cepstral_envelope(self.spec)
         self.bins = torch.arange(self.spec.shape[0], dtype=torch.float32)[:, None]
 
     def __call__(self, w: torch.Tensor) -> torch.Tensor:
@@ -395,6 +404,44 @@ class FormantWarpField(GainField):
         warped = self.envelope.gather(0, low) * (1 - frac) + self.envelope.gather(0, low + 1) * frac
         db = (warped - self.envelope) * (20 / np.log(10))  # natural log ratio -> dB
         return self.apply(db.clamp(-FORMANT_MAX_DB, FORMANT_MAX_DB))
+
+
+HARMONIC_SHARPNESS = 2.0  # per natural-log unit above the envelope (0.9 at +10 dB)
+
+
+class HarmonicGainField(GainField):
+    """Two gain fields on one grid, one for the spectral peaks and one for the valleys:
+    db = M * (A g_peak B) + (1 - M) * (A g_valley B), M = sigmoid(k (log|X| - E)) from the
+    clean clip (E its cepstral envelope), so M is near 1 on the harmonics of voiced frames
+    and near 0 between them. The plain gain field is the case g_peak = g_valley; apart,
+    they change how harmonic the voice is (breathy, pressed: voice quality), which a smooth
+    gain cannot. `contrast`: one field, peaks up where valleys go down (db = (2M - 1) A g B),
+    the harmonicity alone with little change of level. Input: [2 * bands, cells] (split) or
+    [bands, cells] (contrast)."""
+
+    def __init__(self, clean: torch.Tensor, bands: int, cell_s: float, contrast: bool):
+        super().__init__(clean, bands, cell_s)
+        above = torch.log(self.spec.abs() + 1e-5) - cepstral_envelope(self.spec)
+        self.peaks = torch.sigmoid(HARMONIC_SHARPNESS * above)  # [F, frames]
+        self.contrast = contrast
+        self.shape = (bands if contrast else 2 * bands, self.cells)
+
+    def __call__(self, g: torch.Tensor) -> torch.Tensor:
+        if self.contrast:
+            return self.apply((2 * self.peaks - 1) * (self.bands @ g @ self.times))
+        bands = self.bands.shape[1]
+        peak, valley = self.bands @ g[:bands] @ self.times, self.bands @ g[bands:] @ self.times
+        return self.apply(self.peaks * peak + (1 - self.peaks) * valley)
+
+
+def optimise_harmonic(signal_np, starts, surrogates, method: Method, rng) -> np.ndarray:
+    """I-FGSM on the peak and valley grids (|g| <= gain_db), as `optimise_field`."""
+    signal = torch.from_numpy(signal_np)
+    contrast = method.harmonic == "contrast"
+    field = HarmonicGainField(signal, *method.gain_grid, contrast=contrast)
+    return optimise_field(
+        field, field.shape, method.gain_db, signal, starts, surrogates, method, rng
+    )
 
 
 def optimise_formant(signal_np, starts, surrogates, method: Method, rng) -> np.ndarray:
@@ -557,6 +604,8 @@ def craft(audio: np.ndarray, snr_db: float, surrogates, method: Method, rng) -> 
     signal, bound, starts, offset = plan(audio, snr_db)
     if method.gain_layers:
         delta = optimise_layered_gain(signal, starts, surrogates, method, rng)
+    elif method.harmonic:
+        delta = optimise_harmonic(signal, starts, surrogates, method, rng)
     elif method.gain_db:
         delta = optimise_gain(signal, starts, surrogates, method, rng)
     elif method.warp_ms:
@@ -570,7 +619,7 @@ def craft(audio: np.ndarray, snr_db: float, surrogates, method: Method, rng) -> 
 
 def files_only_method(method: Method) -> bool:
     """Fields crafted over the whole clip at once, with no hop-by-hop form."""
-    return bool(method.gain_layers or method.warp_ms or method.formant_pct)
+    return bool(method.gain_layers or method.warp_ms or method.formant_pct or method.harmonic)
 
 
 def craft_stream(audio, snr_db: float, surrogates, method: Method, rng, hop: int = 4000):
@@ -930,6 +979,18 @@ METHODS = _methods(
         for tail, kw in (("", {}), ("-noise", {"random": True}))
     ],
     ("formant-6-ens-20", ENSEMBLE, {"formant_pct": 6, "steps": 20}),
+    # Voice quality: the harmonics and the valleys between them gained apart (split), or
+    # against each other (contrast), on the gain field's grid; random signs: the controls
+    *[
+        (
+            f"harmonic-{kind}-16x100{tail}",
+            [] if tail else ["compact"],
+            {"gain_db": 3.0, "harmonic": kind} | kw,
+        )
+        for kind in ("split", "contrast")
+        for tail, kw in (("", {}), ("-noise", {"random": True}))
+    ],
+    ("harmonic-split-16x100-ens-20", ENSEMBLE, {"gain_db": 3.0, "harmonic": "split", "steps": 20}),
     # The gain field through a surrogate trained with random equalisers (--augment channel),
     # beside the same seed trained with the panel's augmentation: can a surrogate that no
     # equaliser moves still find a gain that hides?
@@ -1045,6 +1106,7 @@ def run(args) -> dict:
             "warp_cell_s": method.warp_cell_s if method.warp_ms else None,
             "formant_pct": method.formant_pct,
             "formant_cell_s": method.formant_cell_s if method.formant_pct else None,
+            "harmonic": method.harmonic or None,
             "note": method.note,
             "median_snr_db": metrics.distribution(snr)["median"],
             "pesq_wb": metrics.distribution(pesq),
