@@ -189,6 +189,33 @@ def test_bad_file_in_directory_does_not_stop_the_rest(tmp_path):
     assert sorted(p.name for p in dst.iterdir()) == ["good.wav"]
 
 
+def test_output_side_error_in_directory_does_not_stop_the_rest(tmp_path, capsys):
+    """An output path that cannot be made (a file where a folder must go) fails that file
+    with one line; the other files are still masked."""
+    src = tmp_path / "in"
+    (src / "a").mkdir(parents=True)
+    sf.write(src / "a" / "x.wav", speech(1.0), 16000)
+    sf.write(src / "b.wav", speech(1.0), 16000)
+    dst = tmp_path / "out"
+    dst.mkdir()
+    (dst / "a").write_text("a file where the folder a/ must go")
+    assert cli.main(["-q", "mask", str(src), str(dst)]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "a/x.wav" in err
+    assert sorted(p.name for p in dst.iterdir()) == ["a", "b.wav"]
+
+
+def test_failed_file_leaves_no_new_folders(tmp_path):
+    src = tmp_path / "in.wav"
+    audio = speech(1.0)
+    audio[8000] = np.nan  # found only once the samples are read, after the header checks
+    sf.write(src, audio, 16000, subtype="FLOAT")
+    out = tmp_path / "new" / "deeper" / "out.wav"
+    proc = plainsight("mask", str(src), str(out))
+    assert proc.returncode != 0
+    assert not (tmp_path / "new").exists()
+
+
 def test_refuses_to_overwrite_input(tmp_path):
     src = tmp_path / "in.wav"
     sf.write(src, speech(1.0), 16000)

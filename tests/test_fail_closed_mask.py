@@ -154,6 +154,54 @@ def test_refuses_and_writes_nothing_when_perturbation_vanishes(toy, tmp_path, ca
     assert [p.name for p in tmp_path.iterdir()] == ["in.wav"]
 
 
+@pytest.mark.parametrize(
+    "name, fmt, subtype",
+    [("in.ogg", "OGG", "VORBIS"), ("in.ogg", "OGG", "OPUS"), ("in.wav", "WAV", "MS_ADPCM")],
+)
+def test_lossy_output_that_is_only_the_codec_is_refused(
+    toy, tmp_path, capsys, monkeypatch, name, fmt, subtype
+):
+    """A codec changes every sample by itself: a file that is the input through the codec,
+    with nothing added, must be refused like an unchanged PCM file."""
+    from plainsight.masker import Masker
+
+    monkeypatch.setattr(Masker, "_optimise", lambda self, signal, bound, *a: 0 * signal)
+    src, dst = tmp_path / name, tmp_path / ("out" + Path(name).suffix)
+    sf.write(src, speechlike(3.0), 16000, format=fmt, subtype=subtype)
+    rc, out, err = run_mask(toy, src, dst, capsys=capsys)
+    assert rc != 0, out
+    assert len(err.strip().splitlines()) == 1 and "unmasked" in err
+    assert not dst.exists()
+    assert [p.name for p in tmp_path.iterdir()] == [name]
+
+
+@pytest.mark.parametrize(
+    "name, fmt, subtype",
+    [("in.ogg", "OGG", "VORBIS"), ("in.ogg", "OGG", "OPUS"), ("in.wav", "WAV", "MS_ADPCM")],
+)
+def test_lossy_output_with_the_mask_is_written(toy, tmp_path, capsys, name, fmt, subtype):
+    src, dst = tmp_path / name, tmp_path / ("out" + Path(name).suffix)
+    sf.write(src, speechlike(3.0), 16000, format=fmt, subtype=subtype)
+    rc, out, err = run_mask(toy, src, dst, capsys=capsys)
+    assert rc == 0, err
+    assert sf.info(str(dst)).subtype == subtype
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([name, dst.name])
+
+
+@pytest.mark.parametrize("command", ["mask", "classify"])
+def test_float_samples_beyond_any_recording_give_one_line(toy, tmp_path, capsys, command):
+    """A float file may exceed full scale (its headroom is kept), but 1e18 overflows the
+    model's float32 spectrum into NaN: refused when read, not masked into garbage."""
+    src = tmp_path / "in.wav"
+    sf.write(src, speechlike(3.0) * 1e18, 16000, subtype="FLOAT")
+    argv = [command, str(src)] + ([str(tmp_path / "out.wav")] if command == "mask" else [])
+    rc = cli.main([*argv, "--model", str(toy), "--backend", "onnx"])
+    out, err = capsys.readouterr()
+    assert rc != 0
+    assert len(err.strip().splitlines()) == 1 and "full scale" in err, err
+    assert [p.name for p in tmp_path.iterdir()] == ["in.wav"]
+
+
 def test_error_after_writing_started_leaves_no_output(toy, tmp_path, capsys, monkeypatch):
     import plainsight.audio as audio
 

@@ -211,6 +211,32 @@ def test_status_counts_no_failures_on_a_normal_run(masker, tmp_path):
     assert record["unchanged_hops"] == 0 and record["failed_hops"] == 0
 
 
+def test_unwritable_status_file_says_so_once_and_leaves_no_temp_files(tmp_path, capsys):
+    from plainsight.stream import StatusFile
+
+    folder = tmp_path / "status-is-a-folder"
+    folder.mkdir()
+    status = StatusFile(str(folder), "toy", "onnx", interval_s=0.0)
+    for _ in range(20):
+        status.update(state="running")
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "status file" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["status-is-a-folder"]
+
+
+@pytest.mark.parametrize("rate, note", [(16001, True), (44100, False), (22050, False)])
+def test_a_hop_stretched_by_the_rate_is_said(masker, capsys, rate, note):
+    """The hop is a whole number of samples at both rates: at 16001 Hz that is 1 s, four
+    times the latency asked for. Said once on stderr; a rate that keeps the hop near what
+    was asked (22050 Hz: 240 ms) says nothing."""
+    pcm = speech_at(-20, 1.2, rate)
+    rc, out = run_serve(lambda: masker, pcm.tobytes(), rate=rate, hop_ms=250)
+    err = capsys.readouterr().err
+    assert rc == 0 and len(out) == 2 * len(pcm)
+    assert ("hop is 1000 ms" in err) is note, err
+    assert len(err.strip().splitlines()) == int(note), err
+
+
 # ----- 5. failure lines are rate-limited -------------------------------------------------------
 def test_silence_mode_failures_are_rate_limited_on_stderr():
     """Before: one stderr line per failed hop (100 lines per second at --hop-ms 10)."""

@@ -22,6 +22,10 @@ FORMATS = {"WAV": ".wav", "WAVEX": ".wav", "RF64": ".wav", "FLAC": ".flac", "OGG
 EXTENSIONS = (".wav", ".flac", ".ogg", ".oga")
 MAX_SECONDS = 3 * 3600  # longer files: split them, or use `plainsight stream`
 MAX_CHANNELS = 64
+# Float files may go beyond full scale (their headroom is kept), but not without limit: past
+# about 1e18 the model's float32 power spectrum overflows into NaN. 1e6 is 120 dB above full
+# scale, beyond any recording.
+MAX_PEAK = 1e6
 _STREAMED_SIZES = {0, 0xFFFFFFFF, 0x7FFFFFFF}  # data sizes written by pipes: length unknown
 OGG_SEEK_PREROLL = 16384  # frames decoded and dropped before a seek target (2 x 8192 block)
 
@@ -134,8 +138,7 @@ def read_audio(path: str | Path) -> Audio:
         raise AudioError(f"{path}: no audio samples")
     if info.format != "OGG" and samples.shape[0] < info.frames:
         raise AudioError(f"{path}: truncated ({samples.shape[0]} of {info.frames} frames)")
-    if not np.isfinite(samples).all():
-        raise AudioError(f"{path}: contains NaN or Inf samples")
+    _check_samples(path, samples)
     return Audio(samples, int(rate), info.format, info.subtype, info.endian)
 
 
@@ -170,8 +173,7 @@ class FileSource:
             ) from None
         if len(got) < b - a:
             raise AudioError(f"{self.path}: truncated ({a + len(got)} of {self.frames} frames)")
-        if not np.isfinite(got).all():
-            raise AudioError(f"{self.path}: contains NaN or Inf samples")
+        _check_samples(self.path, got)
         out[a - start : b - start] = got
         return out
 
@@ -188,6 +190,17 @@ class FileSource:
 
     def close(self) -> None:
         self.file.close()
+
+
+def _check_samples(path: Path, samples: np.ndarray) -> None:
+    if not np.isfinite(samples).all():
+        raise AudioError(f"{path}: contains NaN or Inf samples")
+    peak = float(np.abs(samples).max(initial=0.0))
+    if peak > MAX_PEAK:
+        raise AudioError(
+            f"{path}: samples up to {peak:.3g} times full scale, beyond any recording "
+            f"(limit {MAX_PEAK:.0e})"
+        )
 
 
 def _one_line(exc: BaseException) -> str:
@@ -232,6 +245,10 @@ class Quantiser:
         else:  # float: 24-bit mantissa; lossy codecs: as fine as 16-bit PCM at best
             self.lsb = 2.0**-23 if self.float_type else 2.0**-15
         self.dither = self.bits is not None and self.bits < DITHER_BELOW_BITS
+        # a codec (Vorbis, Opus, ADPCM...) changes every sample by itself: what would go out
+        # unmasked is the input through the codec, so that is what the written file is checked
+        # against (verify_written's `reference`)
+        self.codec = self.bits is None and self.float_type is None
         self.rng = np.random.default_rng(seed)
 
     def encode(self, y: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, int]:
@@ -345,13 +362,33 @@ class AtomicWriter:
 SIGNAL_WINDOW_S = 2.0  # the privacy check looks at each channel in windows of this length
 
 
-def verify_written(source: FileSource, written: Path, lsb: float, name: Path) -> dict:
+@contextmanager
+def _read_back(path: Path | None, name: Path):
+    """A written temp file opened for reading (None stays None)."""
+    if path is None:
+        yield None
+        return
+    try:
+        with quiet_stderr():
+            file = sf.SoundFile(str(path))
+    except Exception as exc:
+        raise AudioError(f"{name}: cannot read back what was written ({_one_line(exc)})") from None
+    with file:
+        yield file
+
+
+def verify_written(
+    source: FileSource, written: Path, lsb: float, name: Path, reference: Path | None = None
+) -> dict:
     """Compare the written file with the input, block by block, as both read back.
 
     "Signal": a channel's 2 s window (from the file's start; the last may be shorter) whose
     input RMS is above one step `lsb` of the output format. Each such window must have a
     written change of RMS >= lsb / 2 (more than rounding noise), or the output is refused:
-    there the written samples are the input's, unmasked. Returns SNR and L-inf of the file."""
+    there the written samples are the input's, unmasked. For a codec the change is counted
+    against `reference`, the input written through the same codec (what would go out with
+    no mask), since the codec alone changes every sample. Returns SNR and L-inf of the file
+    (against the input)."""
     from plainsight.blockmask import CHUNK_FRAMES
 
     rate, channels = source.sample_rate, source.channels
@@ -359,21 +396,22 @@ def verify_written(source: FileSource, written: Path, lsb: float, name: Path) ->
     signal_power = noise_power = 0.0
     linf = 0.0
     unmasked: list[tuple[int, float]] = []
-    try:
-        with quiet_stderr():
-            out = sf.SoundFile(str(written))
-    except Exception as exc:
-        raise AudioError(f"{name}: cannot read back what was written ({_one_line(exc)})") from None
-    with out:
+    with _read_back(written, name) as out, _read_back(reference, name) as unmasked_copy:
         for start in range(0, source.frames, width):
             stop = min(start + width, source.frames)
             x_power, d_power = np.zeros(channels), np.zeros(channels)
+            m_power = np.zeros(channels)
             for a in range(start, stop, CHUNK_FRAMES):  # bounded memory for many channels
                 b = min(a + CHUNK_FRAMES, stop)
                 x = source.read(a, b).astype(np.float64)
                 y = out.read(b - a, dtype="float64", always_2d=True)
                 if y.shape != x.shape:
                     raise AudioError(f"{name}: written file is shorter than the input")
+                if unmasked_copy is not None:
+                    u = unmasked_copy.read(b - a, dtype="float64", always_2d=True)
+                    if u.shape != x.shape:
+                        raise AudioError(f"{name}: cannot check the written file's codec")
+                    m_power += np.einsum("ij,ij->j", y - u, y - u)
                 y -= x  # the change
                 x_power += np.einsum("ij,ij->j", x, x)
                 d_power += np.einsum("ij,ij->j", y, y)
@@ -381,7 +419,8 @@ def verify_written(source: FileSource, written: Path, lsb: float, name: Path) ->
             signal_power += float(x_power.sum())
             noise_power += float(d_power.sum())
             has_signal = np.sqrt(x_power / (stop - start)) > lsb
-            masked = np.sqrt(d_power / (stop - start)) >= lsb / 2
+            change = m_power if unmasked_copy is not None else d_power
+            masked = np.sqrt(change / (stop - start)) >= lsb / 2
             unmasked += [
                 (c, start / rate) for c in range(channels) if has_signal[c] and not masked[c]
             ]

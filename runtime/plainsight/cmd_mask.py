@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -101,6 +102,32 @@ def _summary(result: dict) -> str:
     return text + f"; {result['seconds']:.2f} s"
 
 
+def _make_parents(dst: Path) -> list[Path]:
+    """Create dst's missing folders; the ones made, innermost first (to undo on failure)."""
+    from plainsight.audio import AudioError
+
+    missing = []
+    folder = dst.parent
+    while str(folder) not in ("", ".") and not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    try:
+        for folder in reversed(missing):
+            folder.mkdir()
+    except OSError as exc:
+        _remove_empty(missing)
+        raise AudioError(f"{dst}: cannot make its folder ({' '.join(str(exc).split())})") from None
+    return missing
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    for folder in folders:  # innermost first
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
 def mask_file(masker, src: Path, dst: Path) -> dict:
     """Mask one file in bounded memory (plainsight.blockmask): read, mask and write block by
     block to a temp file, read it back to check that every channel window with signal changed
@@ -112,6 +139,7 @@ def mask_file(masker, src: Path, dst: Path) -> dict:
     from plainsight.audio import (
         FORMATS,
         AtomicWriter,
+        AudioError,
         FileSource,
         Quantiser,
         same_path,
@@ -122,6 +150,7 @@ def mask_file(masker, src: Path, dst: Path) -> dict:
     if same_path(src, dst):
         raise ValueError(f"{dst}: output is the input file; refusing to overwrite it")
     source = FileSource(src)
+    made: list[Path] = []  # folders made for dst, removed again if nothing is written
     try:
         info = source.info
         expected = FORMATS[info.format]
@@ -134,20 +163,33 @@ def mask_file(masker, src: Path, dst: Path) -> dict:
         engine = BlockMasker(masker, source, lsb=quantiser.lsb)
         start = time.perf_counter()
         limited, peak = 0, 0.0
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        with AtomicWriter(dst, info, source=src) as out:
+        made = _make_parents(dst)
+        # a codec's output is checked against the input through the same codec, never kept
+        unmasked_copy = dst.with_name(dst.name + ".unmasked") if quantiser.codec else None
+        with (
+            AtomicWriter(dst, info, source=src) as out,
+            AtomicWriter(unmasked_copy, info) if unmasked_copy else nullcontext() as copy,
+        ):
             for _, x, y in engine.blocks():
                 data, cut = quantiser.encode(y, x)
                 out.write(data)
+                if copy is not None:
+                    copy.write(quantiser.encode(x, x)[0])
                 limited += cut
                 peak = max(peak, float(np.abs(x).max()))
             took = time.perf_counter() - start
             # against what the mask got: under neutralize the neutralised audio (re-made
             # from the start, so this check costs one more neutralize pass)
-            written = verify_written(engine.source, out.finish(), quantiser.lsb, dst)
-            out.commit()
+            reference = copy.finish() if copy is not None else None
+            written = verify_written(engine.source, out.finish(), quantiser.lsb, dst, reference)
+            try:
+                out.commit()
+            except OSError as exc:
+                raise AudioError(f"{dst}: cannot write ({' '.join(str(exc).split())})") from None
+        made = []  # written: the folders stay
     finally:
         source.close()
+        _remove_empty(made)
     seconds = info.frames / info.sample_rate
     tier = {}
     if getattr(masker, "privacy", "mask") != "mask":  # mask-tier records stay as they were
@@ -213,7 +255,7 @@ def _mask_all(args, src: Path, pairs: list, todo: list) -> int:
     for s, d in todo:
         try:
             result = mask_file(masker, s, d)
-        except (AudioError, ValueError) as exc:
+        except (AudioError, ValueError, OSError) as exc:
             if len(pairs) == 1:
                 raise
             failures += 1

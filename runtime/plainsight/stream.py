@@ -244,6 +244,7 @@ class StatusFile:
         }
         self.interval = interval_s
         self.last_write = 0.0
+        self.failing = False
 
     def update(self, force: bool = False, **fields) -> None:
         self.fields.update(fields)
@@ -252,15 +253,21 @@ class StatusFile:
             return
         self.fields["uptime_s"] = round(now - self.started, 3)
         self.fields["updated_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        self.last_write = now  # a failing path is retried at the same pace, not every read
+        tmp = None
         try:
             fd, tmp = tempfile.mkstemp(prefix=".status.", dir=self.path.parent or ".")
             with os.fdopen(fd, "w") as fh:
                 json.dump(self.fields, fh)
             os.chmod(tmp, 0o644)
             os.replace(tmp, self.path)
-            self.last_write = now
+            self.failing = False
         except OSError as exc:
-            print(f"plainsight stream: cannot write status file: {exc}", file=sys.stderr)
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
+            if not self.failing:  # once per run of failures; the audio goes on regardless
+                print(f"plainsight stream: cannot write status file: {exc}", file=sys.stderr)
+            self.failing = True
 
 
 class FailureLog:
@@ -363,6 +370,13 @@ def serve(
         try:
             masker = make_masker()
             processor = StreamProcessor(masker, rate, hop_ms)
+            hop_ms_used = 1000 * processor.hop / processor.rate
+            if abs(hop_ms_used - hop_ms) > 0.1 * hop_ms:  # a whole number of samples at both rates
+                print(
+                    f"plainsight stream: at {rate} Hz the hop is {hop_ms_used:.0f} ms, not "
+                    f"{hop_ms:g} (latency {1000 * processor.latency_samples / rate:.0f} ms)",
+                    file=sys.stderr,
+                )
             status.fields.update(
                 model=",".join(masker.settings()["models"]), backend=masker.backend
             )
