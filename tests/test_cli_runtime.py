@@ -205,6 +205,27 @@ def test_output_side_error_in_directory_does_not_stop_the_rest(tmp_path, capsys)
     assert sorted(p.name for p in dst.iterdir()) == ["a", "b.wav"]
 
 
+def test_folder_into_the_folder_that_holds_it(tmp_path):
+    """OUT may contain IN (recordings/raw -> recordings): only an OUT inside IN is skipped
+    when IN is walked, so that a re-run does not mask its own outputs."""
+    src = tmp_path / "recordings" / "raw"
+    src.mkdir(parents=True)
+    sf.write(src / "x.wav", speech(1.0), 16000)
+    dst = tmp_path / "recordings"
+    assert cli.main(["-q", "mask", str(src), str(dst)]) == 0
+    assert (dst / "x.wav").is_file() and (src / "x.wav").is_file()
+
+
+def test_folder_onto_itself_is_refused(tmp_path):
+    src = tmp_path / "recordings"
+    src.mkdir()
+    sf.write(src / "x.wav", speech(1.0), 16000)
+    before = digest(src / "x.wav")
+    proc = plainsight("mask", str(src), str(tmp_path / "." / "recordings"))
+    assert proc.returncode != 0 and len(proc.stderr.strip().splitlines()) == 1
+    assert "IN" in proc.stderr and digest(src / "x.wav") == before
+
+
 def test_failed_file_leaves_no_new_folders(tmp_path):
     src = tmp_path / "in.wav"
     audio = speech(1.0)

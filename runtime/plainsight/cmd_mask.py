@@ -37,14 +37,18 @@ def _pairs(src: Path, dst: Path) -> list[tuple[Path, Path]]:
     if src.is_dir():
         if dst.exists() and not dst.is_dir():
             raise ValueError(f"{dst}: IN is a directory, so OUT must be a directory too")
-        skip = dst.resolve()
+        if dst.resolve() == src.resolve():
+            raise ValueError(f"{dst}: OUT is IN; the masked files would replace the inputs")
+        # an OUT inside IN holds earlier outputs: never mask those (an OUT that holds IN is fine)
+        out = dst.resolve()
+        skip = out if src.resolve() in out.parents else None
         files = [
             p
             for p in sorted(src.rglob("*"))
             if p.is_file()
             and p.suffix.lower() in EXTENSIONS
             and not p.name.startswith(".")
-            and skip not in p.resolve().parents
+            and (skip is None or skip not in p.resolve().parents)
         ]
         return [(p, dst / p.relative_to(src)) for p in files]
     if dst.is_dir():
