@@ -88,10 +88,10 @@ ln -sfn "$venv/bin/plainsight" "$prefix/bin/plainsight"
 
 # 4. Configuration (kept if present).
 if [ -z "$capture" ]; then
-    # First capture card that is not the loopback, by its stable id.
-    card="$(sed -n 's/^ *[0-9]* \[\([^] ]*\) *\].*/\1/p' /proc/asound/cards 2>/dev/null | grep -vx Loopback | head -n1 || true)"
+    # First card that can record and is not the loopback, by its stable id.
+    card="$(first_capture_card)"
     capture="plughw:CARD=${card:-CHANGE_ME},DEV=0"
-    [ -n "$card" ] || log "no sound card found: edit PLAINSIGHT_CAPTURE_DEVICE in $etc/plainsight.conf"
+    [ -n "$card" ] || log "no sound card that can record found: edit PLAINSIGHT_CAPTURE_DEVICE in $etc/plainsight.conf"
 fi
 install -d -m 0755 "$etc"
 rendered="$(mktemp)"

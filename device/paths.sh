@@ -20,3 +20,11 @@ fi
 systemd_running() {
     [ "$skip_systemctl" != 1 ] && [ -d /run/systemd/system ] && command -v systemctl >/dev/null
 }
+# The id of the first sound card that can record, other than the loopback (empty if none):
+# a Pi lists its HDMI outputs and headphone jack, which cannot, before a USB microphone.
+first_capture_card() {
+    local asound="${PLAINSIGHT_ASOUND:-/proc/asound}" number
+    for number in $(sed -n 's/^\([0-9][0-9]*\)-[0-9]*:.*: capture [0-9]*$/\1/p' "$asound/pcm" 2>/dev/null | sort -un); do
+        sed -n "s/^ *$((10#$number)) \[\([^] ]*\) *\].*/\1/p" "$asound/cards" 2>/dev/null
+    done | grep -vx Loopback | head -n1 || true
+}

@@ -25,6 +25,17 @@ while [ $# -gt 0 ]; do
 done
 # shellcheck source=paths.sh
 . "$here/paths.sh" uninstall.sh
+# Only folders named .../plainsight are deleted, checked before anything is removed.
+case "$prefix" in
+    */plainsight) ;;
+    *) die "refusing to delete $prefix (does not end in /plainsight)" ;;
+esac
+if [ "$purge" = 1 ]; then
+    case "$etc" in
+        */plainsight) ;;
+        *) die "refusing to purge $etc (does not end in /plainsight)" ;;
+    esac
+fi
 
 if systemd_running; then
     systemctl disable --now plainsight.service 2>/dev/null || true
@@ -33,10 +44,7 @@ rm -f "$unit_dir/plainsight.service"
 if systemd_running; then
     systemctl daemon-reload
 fi
-case "$prefix" in
-    */plainsight) rm -rf "$prefix" ;;
-    *) die "refusing to delete $prefix (does not end in /plainsight)" ;;
-esac
+rm -rf "$prefix"
 if [ "$skip_user" != 1 ] && id -u "$user" >/dev/null 2>&1; then
     userdel "$user" 2>/dev/null || log "could not remove user $user"
     getent group "$user" >/dev/null && groupdel "$user" 2>/dev/null || true

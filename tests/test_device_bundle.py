@@ -260,3 +260,53 @@ def test_uninstall_keeps_config_unless_purged(installed, unpacked):
     result = subprocess.run(uninstall + ["--purge"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert not (root / "etc/plainsight").exists()
+
+
+DEVICE = Path(__file__).resolve().parent.parent / "device"
+
+
+def test_purge_refuses_a_config_dir_that_is_not_plainsights(tmp_path):
+    """--purge deletes the configuration folder: only one named .../plainsight, like the
+    install folder, and the refusal comes before anything is removed."""
+    precious = tmp_path / "etc"
+    (precious / "ssh").mkdir(parents=True)
+    root = tmp_path / "root"
+    (root / "opt" / "plainsight").mkdir(parents=True)
+    env = dict(os.environ, PLAINSIGHT_ETC=str(precious))
+    result = subprocess.run(
+        [str(DEVICE / "uninstall.sh"), "--root", str(root), "--purge"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert result.returncode != 0 and "refusing" in result.stderr
+    assert (precious / "ssh").is_dir() and (root / "opt" / "plainsight").is_dir()
+
+
+def test_default_capture_card_is_one_that_records(tmp_path):
+    """A Pi lists its HDMI outputs and headphone jack before a USB microphone: the default
+    must be the first card with a capture device, not the first card."""
+    asound = tmp_path / "asound"
+    asound.mkdir()
+    cards = [
+        (" 0 [vc4hdmi0       ]: vc4-hdmi - vc4-hdmi-0", "vc4-hdmi-0"),
+        (" 1 [Headphones     ]: bcm2835_headpho - bcm2835 Headphones", "bcm2835 Headphones"),
+        (" 2 [Loopback       ]: Loopback - Loopback", "Loopback 1"),
+        (" 3 [Device         ]: USB-Audio - USB PnP Sound Device", "C-Media USB PnP"),
+    ]
+    (asound / "cards").write_text("".join(f"{a}\n{' ' * 22}{b}\n" for a, b in cards))
+    (asound / "pcm").write_text(
+        "00-00: MAI PCM i2s-hifi-0 : MAI PCM i2s-hifi-0 : playback 1\n"
+        "01-00: bcm2835 Headphones : bcm2835 Headphones : playback 8\n"
+        "02-00: Loopback PCM : Loopback PCM : playback 8 : capture 8\n"
+        "03-00: USB Audio : USB Audio : playback 1 : capture 1\n"
+    )
+    script = f"root={tmp_path / 'root'}; . {DEVICE / 'paths.sh'} test; first_capture_card"
+    env = dict(os.environ, PLAINSIGHT_ASOUND=str(asound))
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "Device"
+    (asound / "pcm").write_text("00-00: MAI PCM i2s-hifi-0 : MAI PCM i2s-hifi-0 : playback 1\n")
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env)
+    assert result.returncode == 0 and result.stdout.strip() == ""  # none: say so, no guess

@@ -59,6 +59,15 @@ def test_judge_fresh_stale_failed_and_slow():
     assert not verdict.ok and "too slow" in verdict.message
 
 
+def test_judge_fails_a_stream_whose_input_stalled():
+    """A hung microphone: the filter is alive and its record fresh, but no audio has come
+    in for a while (arecord delivers at the sample rate, so a gap is a fault)."""
+    assert judge(record(input_idle_s=0.4), age_s=1.0).ok
+    verdict = judge(record(input_idle_s=12.0), age_s=1.0)
+    assert not verdict.ok and "no audio in" in verdict.message
+    assert judge(record(), age_s=1.0).ok  # records without the field (wyoming) are not judged on it
+
+
 def test_status_file_age_from_updated_at(tmp_path):
     path = tmp_path / "status.json"
     old = datetime.now(timezone.utc) - timedelta(minutes=5)

@@ -279,3 +279,42 @@ def test_bad_settings_fail_with_one_clear_line(tmp_path):
     env = pipeline_env(tmp_path, PLAINSIGHT_SOURCE="arecord", PLAINSIGHT_CAPTURE_DEVICE="")
     result = subprocess.run([str(PIPELINE)], env=env, capture_output=True, text=True, timeout=30)
     assert result.returncode == 2 and "PLAINSIGHT_CAPTURE_DEVICE is not set" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "settings, said",
+    [
+        ({"PLAINSIGHT_STREAM_ARGS": "--rate 8000"}, "PLAINSIGHT_STREAM_ARGS"),
+        ({"PLAINSIGHT_STREAM_ARGS": "--mask-strength high --ra=8000"}, "PLAINSIGHT_STREAM_ARGS"),
+        ({"PLAINSIGHT_STREAM_ARGS": "--on-error silence"}, "PLAINSIGHT_STREAM_ARGS"),
+        ({"PLAINSIGHT_STREAM_ARGS": "--status-file /tmp/x"}, "PLAINSIGHT_STREAM_ARGS"),
+        ({"PLAINSIGHT_STREAM_ARGS": "--help"}, "PLAINSIGHT_STREAM_ARGS"),
+        ({"PLAINSIGHT_STREAM_ARGS": "-h"}, "PLAINSIGHT_STREAM_ARGS"),
+        ({"PLAINSIGHT_RATE": "016000"}, "PLAINSIGHT_RATE"),
+        ({"PLAINSIGHT_RATE": "0"}, "PLAINSIGHT_RATE"),
+        ({"PLAINSIGHT_ON_ERROR": "shrug"}, "PLAINSIGHT_ON_ERROR"),
+        (
+            {"PLAINSIGHT_SINK": "wyoming", "PLAINSIGHT_STREAM_ARGS": "--rate 8000"},
+            "PLAINSIGHT_STREAM_ARGS",
+        ),
+    ],
+)
+def test_settings_the_pipeline_owns_cannot_be_overridden(tmp_path, settings, said):
+    """The pipeline sets the filter's rate (arecord's and the sink's too), its failure mode
+    and its status file. An extra option that set them again (argparse keeps the last one,
+    and takes any unique prefix) would mask 16 kHz audio as 8 kHz: every sample changed, the
+    emotion left readable. Refused with one line, before any audio moves; so is a rate that
+    arecord reads differently (016000 is octal to it) or a failure mode that is not one."""
+    env = pipeline_env(tmp_path, **({"PLAINSIGHT_SINK": "tcp"} | settings))
+    result = subprocess.run([str(PIPELINE)], env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and said in result.stderr, result.stderr
+
+
+def test_extra_options_still_reach_the_filter(tmp_path, clip):
+    env = pipeline_env(
+        tmp_path, PLAINSIGHT_SINK="tcp", PLAINSIGHT_STREAM_ARGS="--mask-strength high"
+    )
+    env["PLAINSIGHT_SINK_PORT"] = "1"  # never reached: the stdin source ends first
+    result = subprocess.run([str(PIPELINE)], env=env, input=b"", capture_output=True, timeout=60)
+    assert b"--mask-strength high" in result.stderr

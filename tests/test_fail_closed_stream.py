@@ -209,6 +209,7 @@ def test_status_counts_no_failures_on_a_normal_run(masker, tmp_path):
     assert rc == 0 and len(out) == 2 * len(pcm)
     record = json.loads(status.read_text())
     assert record["unchanged_hops"] == 0 and record["failed_hops"] == 0
+    assert 0 <= record["input_idle_s"] < 5  # doctor's stalled-microphone check reads it
 
 
 def test_unwritable_status_file_says_so_once_and_leaves_no_temp_files(tmp_path, capsys):

@@ -17,6 +17,8 @@ from pathlib import Path
 DEFAULT_STATUS_FILE = "/run/plainsight/status.json"
 DEFAULT_MAX_AGE_S = 10.0  # the stream writes every ~2 s, even when no audio arrives
 DEFAULT_MAX_RTF = 0.5  # goal: at most half of one core
+# arecord delivers audio at the sample rate: longer without any is a hung source
+DEFAULT_MAX_INPUT_IDLE_S = 5.0
 
 
 @dataclass
@@ -58,8 +60,9 @@ def judge(
     age_s: float,
     max_age_s: float = DEFAULT_MAX_AGE_S,
     max_rtf: float = DEFAULT_MAX_RTF,
+    max_input_idle_s: float = DEFAULT_MAX_INPUT_IDLE_S,
 ) -> Verdict:
-    """Healthy = fresh, running, no last error, keeping up with real time."""
+    """Healthy = fresh, running, no last error, keeping up with real time, audio coming in."""
     state = status.get("state")
     rtf = status.get("rtf")
     summary = (
@@ -76,6 +79,9 @@ def judge(
         return Verdict(False, f"{summary}; last error: {status['last_error']}")
     if isinstance(rtf, (int, float)) and rtf > max_rtf:
         return Verdict(False, f"too slow: {summary} (> {max_rtf})")
+    idle = status.get("input_idle_s")  # the stream's; wyoming idles without clients
+    if isinstance(idle, (int, float)) and idle > max_input_idle_s:
+        return Verdict(False, f"no audio in for {idle:.0f} s (a hung microphone?); {summary}")
     return Verdict(True, f"fresh ({age_s:.1f} s old), {summary}")
 
 

@@ -338,6 +338,8 @@ def serve(
     counters = {"samples_in": 0, "samples_out": 0, "failed_hops": 0, "unchanged_hops": 0}
     failures = FailureLog()
 
+    last_input = time.monotonic()  # when audio last came in (doctor: a hung microphone)
+
     def report(force=False, **fields):
         audio_s = counters["samples_out"] / rate
         busy = processor.busy_s if processor else 0.0
@@ -346,6 +348,7 @@ def serve(
             **counters,
             frames=processor.frames if processor else 0,
             rtf=round(busy / audio_s, 4) if audio_s else None,
+            input_idle_s=round(time.monotonic() - last_input, 1),
             **fields,
         )
 
@@ -370,6 +373,7 @@ def serve(
         try:
             masker = make_masker()
             processor = StreamProcessor(masker, rate, hop_ms)
+            last_input = time.monotonic()  # loading the model is not a hung microphone
             hop_ms_used = 1000 * processor.hop / processor.rate
             if abs(hop_ms_used - hop_ms) > 0.1 * hop_ms:  # a whole number of samples at both rates
                 print(
@@ -400,6 +404,7 @@ def serve(
             odd = data[len(data) - len(data) % 2 :]
             samples = np.frombuffer(data[: len(data) - len(odd)], "<i2")
             counters["samples_in"] += len(samples)
+            last_input = time.monotonic()
             if silence_only:
                 fail_len = len(samples)
                 _write_all(fd_out, bytes(2 * fail_len))
