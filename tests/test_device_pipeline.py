@@ -293,6 +293,8 @@ def test_bad_settings_fail_with_one_clear_line(tmp_path):
         ({"PLAINSIGHT_RATE": "016000"}, "PLAINSIGHT_RATE"),
         ({"PLAINSIGHT_RATE": "0"}, "PLAINSIGHT_RATE"),
         ({"PLAINSIGHT_ON_ERROR": "shrug"}, "PLAINSIGHT_ON_ERROR"),
+        ({"PLAINSIGHT_STREAM_ARGS": "--input-timeout-s 0"}, "PLAINSIGHT_STREAM_ARGS"),
+        ({"PLAINSIGHT_INPUT_TIMEOUT_S": "soon"}, "PLAINSIGHT_INPUT_TIMEOUT_S"),
         (
             {"PLAINSIGHT_SINK": "wyoming", "PLAINSIGHT_STREAM_ARGS": "--rate 8000"},
             "PLAINSIGHT_STREAM_ARGS",
@@ -318,3 +320,4 @@ def test_extra_options_still_reach_the_filter(tmp_path, clip):
     env["PLAINSIGHT_SINK_PORT"] = "1"  # never reached: the stdin source ends first
     result = subprocess.run([str(PIPELINE)], env=env, input=b"", capture_output=True, timeout=60)
     assert b"--mask-strength high" in result.stderr
+    assert b"--input-timeout-s 10" in result.stderr  # a hung microphone restarts the pipeline

@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -236,6 +237,39 @@ def test_a_hop_stretched_by_the_rate_is_said(masker, capsys, rate, note):
     assert rc == 0 and len(out) == 2 * len(pcm)
     assert ("hop is 1000 ms" in err) is note, err
     assert len(err.strip().splitlines()) == int(note), err
+
+
+def test_input_timeout_stops_a_stream_whose_source_hung(masker, tmp_path, capsys):
+    """arecord delivers audio at the sample rate: a long gap is a hung source. With
+    --input-timeout-s the filter stops (non-zero, one line, status failed) so that the
+    pipeline is restarted; what came before went out masked, in full."""
+    pcm = speech_at(-20, 0.5)
+    status = tmp_path / "status.json"
+    r_in, w_in = os.pipe()
+    os.write(w_in, pcm.tobytes())  # then nothing, and the pipe stays open
+    r_out, w_out = os.pipe()
+    start = time.monotonic()
+    try:
+        rc = serve(
+            lambda: masker,
+            fd_in=r_in,
+            fd_out=w_out,
+            input_timeout_s=1.0,
+            status_path=str(status),
+        )
+        took = time.monotonic() - start
+        os.close(w_out)
+        out = os.read(r_out, 1 << 20)
+    finally:
+        for fd in (r_in, w_in, r_out):
+            os.close(fd)
+    err = capsys.readouterr().err
+    assert rc == 4 and took < 10
+    assert len(err.strip().splitlines()) == 1 and "no audio in" in err, err
+    record = json.loads(status.read_text())
+    assert record["state"] == "failed" and "no audio in" in record["last_error"]
+    assert len(out) == 2 * len(pcm)  # the half second before the gap, masked, in full
+    assert np.count_nonzero(np.frombuffer(out, "<i2") != pcm) > len(pcm) // 2
 
 
 # ----- 5. failure lines are rate-limited -------------------------------------------------------

@@ -49,6 +49,13 @@ def add_arguments(parser) -> None:
         "last_error, ...), "
         "rewritten atomically every ~2 s",
     )
+    group.add_argument(
+        "--input-timeout-s",
+        type=bounded_float(0.0, 3600.0),
+        default=0.0,
+        help="exit (code 4) after this long without input: a microphone delivers audio "
+        "at its rate, so a gap is a hung source to restart (default 0: wait for ever)",
+    )
     add_privacy_arguments(parser, stream=True)
     add_engine_arguments(parser)
 
@@ -65,4 +72,5 @@ def run(args) -> int:
         status_path=args.status_file,
         model_name=args.model,
         backend=args.backend,
+        input_timeout_s=args.input_timeout_s,
     )

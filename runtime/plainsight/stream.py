@@ -326,8 +326,10 @@ def serve(
     fd_in: int = 0,
     fd_out: int = 1,
     read_size: int = 65536,
+    input_timeout_s: float = 0.0,
 ) -> int:
-    """Run the PCM filter until EOF or SIGTERM/SIGINT. Returns the exit code."""
+    """Run the PCM filter until EOF or SIGTERM/SIGINT (or, with input_timeout_s > 0, that
+    long without input: exit code 4). Returns the exit code."""
     status = StatusFile(status_path, model_name, backend)
     stop = {"signal": None}
 
@@ -395,6 +397,17 @@ def serve(
                 break
             ready, _, _ = select.select([fd_in], [], [], 0.5)
             if not ready:
+                idle = time.monotonic() - last_input
+                if input_timeout_s and idle > input_timeout_s:
+                    # a hung source (arecord delivers at the sample rate): stop, so that the
+                    # pipeline restarts it; what came in before goes out masked, in full
+                    message = f"no audio in for {idle:.0f} s (a hung source?); stopping"
+                    print(f"plainsight stream: {message}", file=sys.stderr)
+                    if processor is not None and len(processor.pending):
+                        if not _emit_hop(processor, len(processor.pending), fd_out, counters, fail):
+                            return 3
+                    report(True, state="failed", last_error=message)
+                    return 4
                 report()
                 continue
             data = os.read(fd_in, read_size)
