@@ -183,6 +183,32 @@ def test_alsa_check_reports_cards_clearly():
     assert not ok and "no capture device configured" in detail
 
 
+def test_alsa_check_fails_a_card_that_cannot_record(tmp_path, monkeypatch):
+    """A Pi's HDMI card exists but has no capture device: arecord would fail every 2 s
+    while doctor said PASS."""
+    import plainsight.cmd_doctor as D
+
+    asound = tmp_path / "asound"
+    asound.mkdir()
+    (asound / "cards").write_text(
+        " 0 [vc4hdmi0       ]: vc4-hdmi - vc4-hdmi-0\n                      vc4-hdmi-0\n"
+        " 2 [Device         ]: USB-Audio - USB PnP\n                      C-Media USB PnP\n"
+    )  # card 1 was unplugged: numbers need not be contiguous
+    (asound / "pcm").write_text(
+        "00-00: MAI PCM i2s-hifi-0 : MAI PCM i2s-hifi-0 : playback 1\n"
+        "02-00: USB Audio : USB Audio : playback 1 : capture 1\n"
+    )
+    monkeypatch.setattr(D, "ASOUND", asound)
+    monkeypatch.setattr(D.shutil, "which", lambda name: "/usr/bin/" + name)
+    listing = subprocess.CompletedProcess([], 0, stdout="default\nnull\n", stderr="")
+    monkeypatch.setattr(D.subprocess, "run", lambda *a, **k: listing)
+    ok, detail = D.check_alsa("plughw:CARD=vc4hdmi0,DEV=0")
+    assert not ok and "cannot record" in detail and "Device" in detail, detail
+    assert D.check_alsa("plughw:CARD=Device,DEV=0")[0]
+    assert D.check_alsa("hw:2,0")[0] and not D.check_alsa("hw:0,0")[0]
+    assert "not found" in D.check_alsa("hw:1,0")[1]
+
+
 def test_wyoming_sink_pipeline_and_its_doctor_check(tmp_path):
     """device/plainsight-pipeline with PLAINSIGHT_SINK=wyoming runs `plainsight wyoming`;
     a client gets the masked stream, and doctor reports the service's health."""

@@ -83,16 +83,28 @@ def stream_settings(config: dict[str, str]) -> argparse.Namespace:
 
 
 # ----- checks: each returns (ok, message) -------------------------------------------------
-def alsa_cards() -> dict[str, str]:
-    """Card id -> description, from /proc/asound/cards."""
+ASOUND = Path("/proc/asound")
+
+
+def alsa_cards(numbers: bool = False) -> dict:
+    """Card id -> description (or -> card number), from /proc/asound/cards."""
     cards = {}
     try:
-        text = Path("/proc/asound/cards").read_text()
+        text = (ASOUND / "cards").read_text()
     except OSError:
         return cards
-    for match in re.finditer(r"^\s*\d+\s+\[(\S+)\s*\]:\s*(.*)$", text, re.M):
-        cards[match.group(1)] = match.group(2).strip()
+    for match in re.finditer(r"^\s*(\d+)\s+\[(\S+)\s*\]:\s*(.*)$", text, re.M):
+        cards[match.group(2)] = int(match.group(1)) if numbers else match.group(3).strip()
     return cards
+
+
+def recording_cards() -> set[int] | None:
+    """Numbers of the cards with a capture device (/proc/asound/pcm); None if unknown."""
+    try:
+        text = (ASOUND / "pcm").read_text()
+    except OSError:
+        return None
+    return {int(m.group(1)) for m in re.finditer(r"^(\d+)-\d+:.*: capture \d+", text, re.M)}
 
 
 def check_alsa(device: str | None) -> tuple[bool, str]:
@@ -106,14 +118,18 @@ def check_alsa(device: str | None) -> tuple[bool, str]:
         ).stdout.split()
     except (OSError, subprocess.TimeoutExpired) as exc:
         return False, f"arecord -L failed: {exc}"
-    cards = alsa_cards()
+    cards, numbers = alsa_cards(), alsa_cards(numbers=True)
     if device in listed:
         return True, f"{device} is listed by arecord -L"
     card = re.search(r"CARD=([^,]+)", device) or re.match(r"(?:plug)?hw:([^,]+)", device)
-    if card and (
-        card.group(1) in cards or card.group(1).isdigit() and len(cards) > int(card.group(1))
-    ):
-        return True, f"{device}: card {card.group(1)} present"
+    name = card.group(1) if card else ""
+    number = int(name) if name.isdigit() else numbers.get(name)
+    if number is not None and number in numbers.values():
+        recording = recording_cards()
+        if recording is not None and number not in recording:
+            can = ", ".join(c for c, i in numbers.items() if i in recording) or "none"
+            return False, f"{device}: card {name} cannot record; cards that can: {can}"
+        return True, f"{device}: card {name} present"
     have = ", ".join(f"{k} ({v})" for k, v in cards.items()) or "none"
     return False, f"{device} not found; capture cards: {have} (see arecord -l / arecord -L)"
 
