@@ -341,8 +341,11 @@ class AtomicWriter:
         return self.tmp
 
     def commit(self) -> None:
-        os.chmod(self.tmp, 0o666 & ~_umask())
-        os.replace(self.tmp, self.path)
+        try:
+            os.chmod(self.tmp, 0o666 & ~_umask())
+            os.replace(self.tmp, self.path)  # e.g. onto a folder of that name
+        except OSError as exc:
+            raise AudioError(f"{self.path}: cannot write ({_one_line(exc)})") from None
         self.tmp = None
 
     def _discard(self) -> None:

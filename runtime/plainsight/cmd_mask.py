@@ -143,7 +143,6 @@ def mask_file(masker, src: Path, dst: Path) -> dict:
     from plainsight.audio import (
         FORMATS,
         AtomicWriter,
-        AudioError,
         FileSource,
         Quantiser,
         same_path,
@@ -186,10 +185,7 @@ def mask_file(masker, src: Path, dst: Path) -> dict:
             # from the start, so this check costs one more neutralize pass)
             reference = copy.finish() if copy is not None else None
             written = verify_written(engine.source, out.finish(), quantiser.lsb, dst, reference)
-            try:
-                out.commit()
-            except OSError as exc:
-                raise AudioError(f"{dst}: cannot write ({' '.join(str(exc).split())})") from None
+            out.commit()
         made = []  # written: the folders stay
     finally:
         source.close()
@@ -259,7 +255,7 @@ def _mask_all(args, src: Path, pairs: list, todo: list) -> int:
     for s, d in todo:
         try:
             result = mask_file(masker, s, d)
-        except (AudioError, ValueError, OSError) as exc:
+        except (AudioError, ValueError) as exc:
             if len(pairs) == 1:
                 raise
             failures += 1
