@@ -57,6 +57,7 @@ def masked(clip) -> np.ndarray:
 
 def pipeline_env(tmp_path: Path, **extra) -> dict:
     env = dict(os.environ)
+    env.pop("INVOCATION_ID", None)  # as run by hand, not as the systemd unit (its /tmp is private)
     env.update(
         PLAINSIGHT_SOURCE="stdin",
         PLAINSIGHT_BIN=str(PLAINSIGHT),
@@ -311,6 +312,23 @@ def test_settings_the_pipeline_owns_cannot_be_overridden(tmp_path, settings, sai
     result = subprocess.run([str(PIPELINE)], env=env, capture_output=True, text=True, timeout=30)
     assert result.returncode == 2, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and said in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("folder", ["/tmp/assistant", "/var/tmp", "/home/pi"])
+def test_a_fifo_the_service_alone_can_see_is_refused(tmp_path, folder):
+    """The unit runs with PrivateTmp and ProtectHome: a FIFO under /tmp is created in the
+    service's own /tmp, the assistant opens another one, and the pipeline waits for a reader
+    for ever, every doctor check but the status PASS. Under systemd (INVOCATION_ID set)
+    such a path is refused with one line; run by hand (the tests' FIFOs) it is allowed."""
+    fifo = f"{folder}/plainsight-test-{tmp_path.name}.pcm"
+    env = pipeline_env(
+        tmp_path, PLAINSIGHT_SINK="fifo", PLAINSIGHT_SINK_FIFO=fifo, INVOCATION_ID="0123abcd"
+    )
+    result = subprocess.run([str(PIPELINE)], env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "PLAINSIGHT_SINK_FIFO" in lines[0] and "/run/plainsight" in lines[0]
+    assert not Path(fifo).exists()
 
 
 def test_extra_options_still_reach_the_filter(tmp_path, clip):
