@@ -610,3 +610,43 @@ def test_harmonic_craft_moves_toward_the_target_and_refuses_the_stream(capsys):
     argv = ["--corpus", "emodb", "--data", "x", "--stream", "--methods", "harmonic-split-16x100"]
     assert T.main(argv) == 2
     assert "files only" in capsys.readouterr().err
+
+
+def test_band_levels_follow_where_the_speech_is_loud():
+    t = np.arange(3 * 16000) / 16000
+    audio = (0.1 * np.sin(2 * np.pi * 300 * t) * (t > 1.5)).astype(np.float32)  # 2nd half
+    field = T.GainField(torch.from_numpy(audio), 16, 0.1)
+    levels = T.band_levels(field)
+    assert levels.shape == (16, field.cells)
+    band = int(levels[:, -5].argmax())  # the 300 Hz tone's band, late in the clip
+    assert levels[band, -5] > levels[band, 5] + 3  # 30 dB louder there than in the silence
+    assert float(levels.min()) >= float(levels.max()) - T.LEVEL_RANGE_DB / 10 - 1e-5
+
+
+def test_gain_generator_learns_a_field_that_moves_unseen_clips(monkeypatch):
+    surrogate = T.Surrogate("spectral-toy", _SpectralToy().eval(), target=1)
+    train = [_speechy(n, seed) for seed, n in enumerate((20000, 36000, 50000))]
+    method = T.Method("gen", ["spectral-toy"], steps=0, gain_db=3.0, generator=True)
+    monkeypatch.setattr(T, "GENERATOR_STEPS", 0)
+    untrained, _ = T.train_gain_generator(train, [surrogate], method, seed=0)
+    monkeypatch.setattr(T, "GENERATOR_STEPS", 100)
+    generator, history = T.train_gain_generator(train, [surrogate], method, seed=0)
+    assert len(history) == 1 and np.isfinite(history).all()
+    clip = _speechy(45000, seed=9)  # not a training clip
+    rng = np.random.default_rng(0)
+    delta = T.craft_generated(clip, generator, [surrogate], method, rng)
+    assert delta.shape == clip.shape
+    # a gain within +-3 dB: no sample grows by more than 10 ** (3 / 20) - 1 of the loudest
+    assert np.abs(delta).max() <= (10 ** (3 / 20) - 1) * np.abs(clip).max() * 1.5
+    before = T.craft_generated(clip, untrained, [surrogate], method, rng)
+    assert _attack_loss(surrogate, clip + delta) < _attack_loss(surrogate, clip + before) - 0.05
+    # steps > 0 refine the generator's field from where it left it
+    refined = T.Method("gen+5", ["spectral-toy"], steps=5, gain_db=3.0, generator=True)
+    more = T.craft_generated(clip, generator, [surrogate], refined, rng)
+    assert _attack_loss(surrogate, clip + more) < _attack_loss(surrogate, clip + delta)
+
+
+def test_generator_methods_refuse_the_stream(capsys):
+    argv = ["--corpus", "emodb", "--data", "x", "--stream", "--methods", "gen-gain-16x100"]
+    assert T.main(argv) == 2
+    assert "files only" in capsys.readouterr().err

@@ -192,6 +192,10 @@ class Method:
     # with gain_db: separate gains for the spectral peaks (harmonics) and the valleys between
     # them ("split"), or peaks against valleys only ("contrast"): voice quality, files only
     harmonic: str = ""
+    # with gain_db: the gain grid from a generator trained offline (GainGenerator), then
+    # `steps` I-FGSM steps from it (0: the generator alone); files only
+    generator: bool = False
+    generator_steps: int = 0  # its training steps (0: GENERATOR_STEPS)
     note: str = ""
     extra: dict = field(default_factory=dict)
 
@@ -483,15 +487,15 @@ def optimise_layered_gain(signal_np, starts, surrogates, method: Method, rng) ->
     return optimise_field(field, (field.size,), most, signal, starts, surrogates, method, rng)
 
 
-def optimise_field(field, shape, most, signal, starts, surrogates, method: Method, rng):
-    """I-FGSM on a field's grid u [shape] (the field's input is most * u, |u| <= 1), the
-    loss summed over the windows at `starts`, or random signs (method.random); returns the
-    perturbation field(most * u) - signal."""
+def optimise_field(field, shape, most, signal, starts, surrogates, method: Method, rng, start=None):
+    """I-FGSM on a field's grid u [shape] (the field's input is most * u, |u| <= 1; from
+    `start`, else 0), the loss summed over the windows at `starts`, or random signs
+    (method.random); returns the perturbation field(most * u) - signal."""
     if method.random:
         u = torch.from_numpy(rng.choice([-1.0, 1.0], shape).astype(np.float32))
     else:
-        u = torch.zeros(shape)
-        step = min(1.0, 2.0 / method.steps)
+        u = torch.zeros(shape) if start is None else start.clone()
+        step = min(1.0, 2.0 / max(method.steps, 1))
         index = torch.from_numpy(starts[:, None] + np.arange(WINDOW)[None, :])
         for _ in range(method.steps):
             u = u.detach().requires_grad_(True)
@@ -619,7 +623,13 @@ def craft(audio: np.ndarray, snr_db: float, surrogates, method: Method, rng) -> 
 
 def files_only_method(method: Method) -> bool:
     """Fields crafted over the whole clip at once, with no hop-by-hop form."""
-    return bool(method.gain_layers or method.warp_ms or method.formant_pct or method.harmonic)
+    return bool(
+        method.gain_layers
+        or method.warp_ms
+        or method.formant_pct
+        or method.harmonic
+        or method.generator
+    )
 
 
 def craft_stream(audio, snr_db: float, surrogates, method: Method, rng, hop: int = 4000):
@@ -720,6 +730,23 @@ def craft_stream_gain(audio, surrogates, method: Method, rng, hop: int = 4000):
 UNIVERSAL_STEPS, UNIVERSAL_BATCH, UNIVERSAL_LR = 300, 8, 0.01
 
 
+def random_crops(clips: list[np.ndarray], batch: int, rng) -> np.ndarray:
+    """[batch, WINDOW]: random 2 s crops of random clips (short clips at a random place in
+    silence), each at a random level within +-6 dB."""
+    crops = []
+    for i in rng.integers(0, len(clips), batch):
+        audio = clips[i]
+        if len(audio) <= WINDOW:
+            crop = np.zeros(WINDOW, np.float32)
+            at = int(rng.integers(0, WINDOW - len(audio) + 1))
+            crop[at : at + len(audio)] = audio
+        else:
+            at = int(rng.integers(0, len(audio) - WINDOW + 1))
+            crop = audio[at : at + WINDOW]
+        crops.append(crop * float(10 ** (rng.uniform(-6, 6) / 20)))
+    return np.stack(crops).astype(np.float32)
+
+
 def train_universal(clips: list[np.ndarray], surrogates, snr_db: float, seed: int) -> np.ndarray:
     """A universal perturbation: one 2 s signal v, added (circularly shifted by a random
     offset, scaled to each crop's RMS at snr_db) to random 2 s crops of the TRAINING
@@ -730,18 +757,7 @@ def train_universal(clips: list[np.ndarray], surrogates, snr_db: float, seed: in
     opt = torch.optim.Adam([v], lr=UNIVERSAL_LR)
     scale = 10 ** (-snr_db / 20)
     for _ in range(UNIVERSAL_STEPS):
-        crops = []
-        for i in rng.integers(0, len(clips), UNIVERSAL_BATCH):
-            audio = clips[i]
-            if len(audio) <= WINDOW:
-                crop = np.zeros(WINDOW, np.float32)
-                at = int(rng.integers(0, WINDOW - len(audio) + 1))
-                crop[at : at + len(audio)] = audio
-            else:
-                at = int(rng.integers(0, len(audio) - WINDOW + 1))
-                crop = audio[at : at + WINDOW]
-            crops.append(crop * float(10 ** (rng.uniform(-6, 6) / 20)))
-        x = torch.from_numpy(np.stack(crops).astype(np.float32))
+        x = torch.from_numpy(random_crops(clips, UNIVERSAL_BATCH, rng))
         rms = x.pow(2).mean(dim=1, keepdim=True).sqrt()
         shifted = torch.roll(v, int(rng.integers(0, WINDOW)))
         delta = shifted / shifted.pow(2).mean().sqrt() * rms * scale
@@ -750,6 +766,85 @@ def train_universal(clips: list[np.ndarray], surrogates, snr_db: float, seed: in
         loss.backward()
         opt.step()
     return v.detach().numpy()
+
+
+GENERATOR_STEPS, GENERATOR_BATCH, GENERATOR_LR = 1500, 8, 1e-3
+LEVEL_RANGE_DB = 80.0  # band levels below the clip's loudest cell by more are lifted to it
+
+
+def band_levels(field: GainField) -> torch.Tensor:
+    """[bands, cells]: the clip's power in each cell of the gain grid, in dB relative to the
+    clip's mean cell, / 10 (the generator's input: what the speech is where each gain goes)."""
+    power = field.bands.T @ field.spec.abs().pow(2)  # [bands, frames]
+    cells = power @ field.times.T / field.times.sum(1).clamp_min(1e-6)
+    db = 10 * torch.log10(cells + 1e-12)
+    db = db.clamp_min(float(db.max()) - LEVEL_RANGE_DB)
+    return (db - db.mean()) / 10
+
+
+class GainGenerator(torch.nn.Module):
+    """An amortised gain field: a small dilated 1-D CNN over the grid's time cells (receptive
+    field +-30 cells, 3 s at 100 ms) from the clip's band levels to its gain grid
+    u in [-1, 1] (the field is gain_db * u). Trained offline over the training speakers
+    against the surrogates; masking is one forward pass. In image work such generators
+    transfer further than per-input iterations: over many inputs they cannot fit one
+    input's surrogate-specific directions, only what moves the surrogate on every input."""
+
+    def __init__(self, bands: int, width: int = 64):
+        super().__init__()
+        layers, channels = [], bands
+        for dilation in (1, 2, 4, 8):
+            conv = torch.nn.Conv1d(channels, width, 5, padding=2 * dilation, dilation=dilation)
+            layers += [conv, torch.nn.ReLU()]
+            channels = width
+        layers.append(torch.nn.Conv1d(width, bands, 1))
+        self.net = torch.nn.Sequential(*layers)
+
+    def forward(self, levels: torch.Tensor) -> torch.Tensor:  # [batch, bands, cells]
+        return torch.tanh(self.net(levels))
+
+
+def train_gain_generator(clips: list[np.ndarray], surrogates, method: Method, seed: int):
+    """GainGenerator trained with Adam on random 2 s crops of the TRAINING speakers' clips
+    (random level, as the universal perturbation) to move every surrogate toward the
+    target class under the gain field it produces. Returns (generator, loss per 100 steps)."""
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    bands, cell_s = method.gain_grid
+    generator = GainGenerator(bands)
+    opt = torch.optim.Adam(generator.parameters(), lr=GENERATOR_LR)
+    history, running = [], 0.0
+    for step in range(1, (method.generator_steps or GENERATOR_STEPS) + 1):
+        crops = random_crops(clips, GENERATOR_BATCH, rng)
+        fields = [GainField(torch.from_numpy(c), bands, cell_s) for c in crops]
+        u = generator(torch.stack([band_levels(f) for f in fields]))
+        y = torch.stack([f(method.gain_db * g) for f, g in zip(fields, u, strict=True)])
+        loss = sum(objective(s.logits(y), s.target, "ce") for s in surrogates)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        running += float(loss.detach())
+        if step % 100 == 0:
+            history.append(round(running / 100, 4))
+            print(f"generator step {step}: loss {history[-1]}", file=sys.stderr)
+            running = 0.0
+    return generator.eval(), history
+
+
+def craft_generated(audio, generator, surrogates, method: Method, rng) -> np.ndarray:
+    """Perturbation of one clip by the generator's gain field, laid out as `craft`; with
+    method.steps > 0, that many I-FGSM steps on the grid start from it (as
+    `optimise_field`)."""
+    signal_np, _, starts, offset = plan(audio, 35.0)
+    signal = torch.from_numpy(signal_np)
+    field = GainField(signal, *method.gain_grid)
+    with torch.no_grad():
+        start = generator(band_levels(field)[None])[0]
+    shape = (field.bands.shape[1], field.cells)
+    delta = optimise_field(
+        field, shape, method.gain_db, signal, starts, surrogates, method, rng, start=start
+    )
+    return delta[offset : offset + len(audio)]
 
 
 def tile_universal(v: np.ndarray, n: int) -> np.ndarray:
@@ -1007,6 +1102,22 @@ METHODS = _methods(
         )
         for recipe in ("channel", "panel")
     ],
+    # An amortised gain field: a generator trained over the training speakers (one pass per
+    # clip), alone and as the start of the usual 10 steps
+    ("gen-gain-16x100", ["compact"], {"gain_db": 3.0, "generator": True, "steps": 0}),
+    ("gen-gain-16x100+10", ["compact"], {"gain_db": 3.0, "generator": True}),
+    # ... trained four times longer: does a generator that moves its surrogate as far as
+    # the iterations do keep its larger share of transfer?
+    (
+        "gen-gain-16x100-6k",
+        ["compact"],
+        {"gain_db": 3.0, "generator": True, "steps": 0, "generator_steps": 6000},
+    ),
+    (
+        "gen-gain-16x100-ens-6k",
+        ENSEMBLE,
+        {"gain_db": 3.0, "generator": True, "steps": 0, "generator_steps": 6000},
+    ),
     # --stream only: the hop's gain chosen with the stream waiting 250 / 500 ms more
     ("gain-16x100-la250", ["compact"], {"gain_db": 3.0, "lookahead": 4000}),
     ("gain-16x100-la500", ["compact"], {"gain_db": 3.0, "lookahead": 8000}),
@@ -1064,7 +1175,15 @@ def run(args) -> dict:
             if method.admix and method.admix_pool is None:
                 method.admix_pool = np.concatenate(training_audio(args)).astype(np.float32)
             start = time.perf_counter()
-            if method.universal:  # trained on the training speakers, then free per clip
+            if method.generator:  # trained on the training speakers, one pass per clip
+                generator, history = train_gain_generator(
+                    training_audio(args), surrogates, method, args.seed
+                )
+                torch.save(generator.state_dict(), args.cache / f"{name}-generator.pt")
+                method.extra["generator_loss"] = history
+                deltas = [craft_generated(a, generator, surrogates, method, rng) for a in clean]
+                masked = [at_snr(a, d, args.snr_db) for a, d in zip(clean, deltas, strict=True)]
+            elif method.universal:  # trained on the training speakers, then free per clip
                 v = train_universal(training_audio(args), surrogates, args.snr_db, args.seed)
                 np.save(args.cache / f"{name}-universal.npy", v)
                 masked = [at_snr(a, tile_universal(v, len(a)), args.snr_db) for a in clean]
@@ -1107,6 +1226,11 @@ def run(args) -> dict:
             "formant_pct": method.formant_pct,
             "formant_cell_s": method.formant_cell_s if method.formant_pct else None,
             "harmonic": method.harmonic or None,
+            "generator": method.generator,
+            "generator_steps": (method.generator_steps or GENERATOR_STEPS)
+            if method.generator
+            else None,
+            "generator_loss": method.extra.get("generator_loss"),
             "note": method.note,
             "median_snr_db": metrics.distribution(snr)["median"],
             "pesq_wb": metrics.distribution(pesq),
@@ -1271,6 +1395,8 @@ def table(results: dict) -> str:
             extra.append(r["loss"])
         if r.get("universal"):
             extra.append("universal")
+        if r.get("generator"):
+            extra.append("generator")
         if r.get("shape"):
             extra.append(f"shaped {r['shape']:g}")
         if r.get("gain_db"):
