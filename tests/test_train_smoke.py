@@ -44,7 +44,7 @@ def test_check_body_rejects_foreign_ops():
         models.check_body(torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3, dilation=2)))
 
 
-@pytest.mark.parametrize("arch", ["compact", "mfcc-linear"])
+@pytest.mark.parametrize("arch", ["compact", "mfcc-linear", "spectral-linear"])
 def test_checkpoint_round_trip(tmp_path, arch):
     cfg = models.default_features(arch).with_stats(
         np.full(40 if arch == "compact" else 64, -5.0),
@@ -223,3 +223,23 @@ def test_sharpness_aware_gradient_is_taken_at_the_moved_weights():
     ((torch.tanh(x @ moved) - y) ** 2).mean().backward()
     torch.testing.assert_close(w.grad, moved.grad)
     assert not torch.allclose(w.grad, g, rtol=1e-3, atol=1e-6)  # the move mattered
+
+
+def test_spectral_statistics_read_loudness_and_spectral_balance():
+    """The eGeMAPS-like surrogate's descriptors mean what their names say: a 300 Hz tone
+    has a higher alpha ratio and Hammarberg index than a 3 kHz one and all its energy in the
+    0-500 Hz share; twice the amplitude is ln 4 more log energy; gradients are finite."""
+    model = models.build_model("spectral-linear", 7, models.default_features("spectral-linear"))
+    t = torch.arange(32000) / 16000
+    low, high = 0.1 * torch.sin(2 * np.pi * 300 * t), 0.1 * torch.sin(2 * np.pi * 3000 * t)
+    x = torch.stack([low, high, 2 * low]).requires_grad_(True)
+    lld = model.descriptors(model.frontend.forward_fft(x)).mean(1)  # [3, 15]
+    energy, alpha, hammarberg = lld[:, 0], lld[:, 1], lld[:, 2]
+    assert alpha[0] > alpha[1] + 5 and hammarberg[0] > hammarberg[1] + 5
+    assert abs(float(energy[2] - energy[0]) - np.log(4)) < 0.05
+    shares = lld[:, 10:15]  # log share of 0-0.5, 0.5-1, 1-2, 2-4, 4-8 kHz
+    assert float(shares[0, 0]) > -0.1 and float(shares[1, 3]) > -0.1
+    stats = model.statistics(x, fast=True)
+    assert stats.shape == (3, 90) and torch.isfinite(stats).all()
+    model(x, fast=True).sum().backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0

@@ -16,6 +16,7 @@ classes, features, window_samples, seed, corpus, role, metrics.
 
 from __future__ import annotations
 
+import itertools
 import os
 import tempfile
 from pathlib import Path
@@ -27,10 +28,20 @@ from torch import nn
 
 from plainsight_export.frontend import LogMel
 
-ARCHS = ("seed-cnn", "compact", "mfcc-linear", "mfcc-shared", "cnn2", "crnn", "wav1d")
+ARCHS = (
+    "seed-cnn",
+    "compact",
+    "mfcc-linear",
+    "mfcc-shared",
+    "spectral-linear",
+    "cnn2",
+    "crnn",
+    "wav1d",
+)
 # MfccLinear on its own MFCC_FEATURES (mfcc-linear) or on the compact model's FeatureConfig
-# (mfcc-shared: the surrogate head of the compact + MFCC gradient graph, one shared log-mel).
-MFCC_ARCHS = ("mfcc-linear", "mfcc-shared")
+# (mfcc-shared: the surrogate head of the compact + MFCC gradient graph, one shared log-mel);
+# spectral-linear: SpectralStatsLinear (eGeMAPS-like functionals) on MFCC_FEATURES.
+MFCC_ARCHS = ("mfcc-linear", "mfcc-shared", "spectral-linear")
 # Forward-only attacker families of the held-out panel (no hand-written gradient graph).
 PANEL_ARCHS = ("cnn2", "crnn", "wav1d")
 # Checkpoint keys of panel and adaptive members that export copies into the manifest.
@@ -277,6 +288,92 @@ class MfccLinear(nn.Module):
         return self.linear(stats)
 
 
+# SpectralStatsLinear: frequency ranges (Hz) of its low-level descriptors, as eGeMAPS's
+ALPHA_LOW, ALPHA_HIGH = (50.0, 1000.0), (1000.0, 5000.0)  # alpha ratio
+HAMMARBERG_LOW, HAMMARBERG_HIGH = (0.0, 2000.0), (2000.0, 5000.0)  # Hammarberg index
+SLOPE_RANGES = ((0.0, 500.0), (500.0, 1500.0))  # spectral slopes
+BALANCE_EDGES = (0.0, 500.0, 1000.0, 2000.0, 4000.0, 8000.0)  # band energy shares
+QUANTILES = (0.2, 0.5, 0.8)
+
+
+class SpectralStatsLinear(MfccLinear):
+    """A differentiable stand-in for the field's eGeMAPS baseline, without the pitch, jitter,
+    shimmer and formant descriptors (no clean gradient through a pitch tracker): per frame
+    the log energy, alpha ratio, Hammarberg index, two spectral slopes, MFCC 1-4, spectral
+    flux and five band energy shares (15 descriptors, from the log-mel); per window their
+    mean, standard deviation, 20/50/80th percentiles, and their mean over the louder half of
+    the frames (eGeMAPS takes some over voiced frames): 90 statistics, standardised, linear.
+    A surrogate of the statistics family that reads spectral balance and loudness, where
+    the MFCC one reads the cepstrum."""
+
+    N_DESCRIPTORS = 15
+
+    def __init__(self, n_classes: int, cfg: FeatureConfig):
+        super().__init__(n_classes, cfg, n_mfcc=5)
+        from plainsight.features import mel_filterbank
+
+        fb = mel_filterbank(cfg)  # [bins, mels]
+        freqs = np.fft.rfftfreq(cfg.n_fft, 1.0 / cfg.sample_rate)
+        centre = (freqs[:, None] * fb).sum(0) / np.maximum(fb.sum(0), 1e-9)  # per mel band
+
+        def inside(lo, hi):
+            return torch.from_numpy(((centre >= lo) & (centre < hi)).astype(np.float32))
+
+        for name, band in (
+            ("alpha_low", ALPHA_LOW),
+            ("alpha_high", ALPHA_HIGH),
+            ("hammarberg_low", HAMMARBERG_LOW),
+            ("hammarberg_high", HAMMARBERG_HIGH),
+        ):
+            self.register_buffer(name, inside(*band), persistent=False)
+        slopes = []
+        for lo, hi in SLOPE_RANGES:  # least-squares slope of log power against kHz
+            mask = (centre >= lo) & (centre < hi)
+            x = np.where(mask, centre / 1000.0, 0.0)
+            x = np.where(mask, x - x[mask].mean(), 0.0)
+            slopes.append(x / max((x**2).sum(), 1e-9))
+        slopes = torch.from_numpy(np.stack(slopes, 1).astype(np.float32))
+        self.register_buffer("slopes", slopes, persistent=False)
+        shares = [inside(lo, hi) for lo, hi in itertools.pairwise(BALANCE_EDGES)]
+        self.register_buffer("shares", torch.stack(shares, 1), persistent=False)
+        n_stats = self.N_DESCRIPTORS * (3 + len(QUANTILES))
+        self.stat_mean = torch.zeros(n_stats)
+        self.stat_std = torch.ones(n_stats)
+        self.linear = nn.Linear(n_stats, n_classes)
+
+    def descriptors(self, logmel: torch.Tensor) -> torch.Tensor:
+        """[B, T, mels] natural-log mel power -> [B, T, 15] low-level descriptors."""
+        power = torch.exp(logmel)
+        energy = torch.log(power.sum(2) + 1e-10)
+
+        def log_sum(mask):
+            return torch.log((power * mask).sum(2) + 1e-10)
+
+        def soft_max(mask):  # a smooth maximum of the log power over the masked bands
+            return torch.logsumexp(logmel + torch.log(mask + 1e-30), dim=2)
+
+        alpha = log_sum(self.alpha_low) - log_sum(self.alpha_high)
+        hammarberg = soft_max(self.hammarberg_low) - soft_max(self.hammarberg_high)
+        slopes = logmel @ self.slopes  # [B, T, 2]
+        mfcc = (logmel @ self.dct)[:, :, 1:5]
+        flux = torch.sqrt(
+            nn.functional.pad((logmel[:, 1:] - logmel[:, :-1]).pow(2).mean(2), (1, 0)) + 1e-6
+        )
+        shares = torch.log(power @ self.shares + 1e-10) - energy[:, :, None]
+        parts = [energy, alpha, hammarberg, flux]
+        return torch.cat([torch.stack(parts[:3], 2), slopes, mfcc, parts[3][:, :, None], shares], 2)
+
+    def statistics(self, waveform: torch.Tensor, fast: bool = False) -> torch.Tensor:
+        logmel = self.frontend.forward_fft(waveform) if fast else self.frontend(waveform)
+        lld = self.descriptors(logmel)  # [B, T, D]
+        mean = lld.mean(1)
+        std = torch.sqrt(((lld - mean[:, None]) ** 2).mean(1) + STD_EPS)
+        quantiles = torch.quantile(lld, torch.tensor(QUANTILES), dim=1)  # [Q, B, D]
+        loud = (lld[:, :, :1] >= lld[:, :, :1].median(dim=1, keepdim=True).values).float()
+        loud_mean = (lld * loud).sum(1) / loud.sum(1).clamp_min(1.0)
+        return torch.cat([mean, std, *quantiles, loud_mean], 1)
+
+
 class HeadEnsemble(nn.Module):
     """Heads on one waveform: forward = the first head's logits; the attack loss is the
     weighted sum of every head's cross-entropy (default weight 1 each, as
@@ -315,6 +412,8 @@ def build_model(arch: str, n_classes: int, cfg: FeatureConfig, **kw) -> nn.Modul
     if arch == "compact":
         kw = {k: _as_tuples(v) for k, v in kw.items()}
         return Model(LogMel(cfg), compact_body(n_classes, cfg, **kw))
+    if arch == "spectral-linear":
+        return SpectralStatsLinear(n_classes, cfg, **kw)
     if arch in MFCC_ARCHS:
         return MfccLinear(n_classes, cfg, **kw)
     if arch == "cnn2":
@@ -327,7 +426,7 @@ def build_model(arch: str, n_classes: int, cfg: FeatureConfig, **kw) -> nn.Modul
 
 
 def default_features(arch: str) -> FeatureConfig:
-    return MFCC_FEATURES if arch == "mfcc-linear" else FeatureConfig()
+    return MFCC_FEATURES if arch in ("mfcc-linear", "spectral-linear") else FeatureConfig()
 
 
 def count_params(model: nn.Module) -> int:

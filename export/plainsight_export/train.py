@@ -35,6 +35,7 @@ DEFAULT_LR = {"compact": 3e-3, "seed-cnn": 1e-3, "mfcc-linear": 1e-2, "mfcc-shar
 DEFAULT_WD = {"compact": 1e-2, "seed-cnn": 1e-2, "mfcc-linear": 1e-2, "mfcc-shared": 1e-2}
 for _arch in M.PANEL_ARCHS:
     DEFAULT_LR[_arch], DEFAULT_WD[_arch] = 3e-3, 1e-2
+DEFAULT_LR["spectral-linear"], DEFAULT_WD["spectral-linear"] = 1e-2, 1e-2  # as mfcc-linear
 
 
 def parse_args(argv=None) -> argparse.Namespace:

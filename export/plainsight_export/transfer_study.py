@@ -1118,6 +1118,22 @@ METHODS = _methods(
         ENSEMBLE,
         {"gain_db": 3.0, "generator": True, "steps": 0, "generator_steps": 6000},
     ),
+    # A surrogate of the eGeMAPS family (models.SpectralStatsLinear: loudness, alpha ratio,
+    # Hammarberg index, slopes, MFCC 1-4, flux, band shares; functionals, linear): additive
+    # and as a gain field, alone and beside the compact model or the four-family ensemble
+    ("spectral-only", ["surrogate-spectral"], {}),
+    ("compact+spectral", ["compact", "surrogate-spectral"], {}),
+    ("gain-16x100-spectral", ["surrogate-spectral"], {"gain_db": 3.0}),
+    (
+        "gain-16x100-compact+spectral-20",
+        ["compact", "surrogate-spectral"],
+        {"gain_db": 3.0, "steps": 20},
+    ),
+    (
+        "gain-16x100-ens+spectral-20",
+        [*ENSEMBLE, "surrogate-spectral"],
+        {"gain_db": 3.0, "steps": 20},
+    ),
     # --stream only: the hop's gain chosen with the stream waiting 250 / 500 ms more
     ("gain-16x100-la250", ["compact"], {"gain_db": 3.0, "lookahead": 4000}),
     ("gain-16x100-la500", ["compact"], {"gain_db": 3.0, "lookahead": 8000}),
