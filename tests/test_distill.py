@@ -43,3 +43,17 @@ def test_student_learns_the_teachers_posteriors():
         x = torch.from_numpy(np.stack(train.audio))
         agree = (student(x).argmax(1) == teacher(x).argmax(1)).float().mean().item()
     assert agree > 0.5  # chance: 1/3
+
+
+def test_egemaps_teacher_reads_its_training_classes_from_opensmile_features():
+    pytest.importorskip("opensmile", reason="the eGeMAPS teacher needs the eval extra")
+    pytest.importorskip("sklearn", reason="the eGeMAPS teacher needs the eval extra")
+    from plainsight_export.distill import EgemapsTeacher
+
+    rng = np.random.default_rng(1)
+    train, test = _clips(12, rng), _clips(6, rng)
+    teacher = EgemapsTeacher(train, ["a", "b", "c"])
+    logits = teacher(torch.from_numpy(np.stack(test.audio)))
+    assert logits.shape == (6, 3) and logits.dtype == torch.float32
+    # pitch 150 / 300 / 600 Hz sets the class: eGeMAPS's F0 functionals read it
+    assert (logits.argmax(1).numpy() == test.labels).mean() >= 5 / 6

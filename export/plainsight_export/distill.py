@@ -1,4 +1,8 @@
-"""A small student distilled from the Whisper-backbone surrogate head (build side, a study).
+"""A small student distilled from a teacher the device cannot afford or differentiate
+(build side, a study): the Whisper-backbone surrogate head, or (`--teacher egemaps`) an
+openSMILE eGeMAPSv02 + logistic-regression classifier of our own, fitted on the training
+speakers' 2 s windows (the field's standard baseline, which no differentiable surrogate of
+ours reaches: docs/EVALUATION.md, "A surrogate of the eGeMAPS family").
 
 A mask crafted through Whisper base's encoder blinds other heads on that encoder, but ten
 steps through a 20 M-parameter transformer are far beyond a Pi's budget. Can the bundled
@@ -15,7 +19,8 @@ the teacher's decision moves under the perturbations we craft.
     python -m plainsight_export.distill --corpus emodb [--adversarial]
 
 writes export/checkpoints/<corpus>/surrogate-student-whisper[-adv]-s<seed>.pt, a surrogate the
-transfer study loads by name (`student`, `student-adv` methods).
+transfer study loads by name (`student`, `student-adv` methods); `--teacher egemaps` writes
+surrogate-student-egemaps-s<seed>.pt (`student-egemaps`, `gain-16x100-student-egemaps`).
 """
 
 from __future__ import annotations
@@ -121,26 +126,61 @@ def train_student(
     return student, history
 
 
+class EgemapsTeacher:
+    """openSMILE eGeMAPSv02 functionals of each 2 s window, standardised, then a logistic
+    regression fitted on the training speakers' windows (not the panel's members: those are
+    never trained on or copied). Called on waveforms [B, N], returns logits [B, C]; no
+    gradient (openSMILE is not differentiable), which is why the student exists."""
+
+    def __init__(self, train: D.ClipSet, classes: list[str]):
+        from plainsight.evaluate.panel import egemaps_functionals
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.preprocessing import StandardScaler
+
+        self.features = egemaps_functionals
+        rows, labels = [], []
+        for audio, label in zip(train.audio, train.labels, strict=True):
+            for window in D.windows(audio, WINDOW):
+                rows.append(self.features(window))
+                labels.append(label)
+        self.scaler = StandardScaler().fit(np.stack(rows))
+        self.model = LogisticRegression(C=0.1, max_iter=5000)
+        self.model.fit(self.scaler.transform(np.stack(rows)), labels)
+        if list(self.model.classes_) != list(range(len(classes))):
+            raise SystemExit("eGeMAPS teacher: a class has no training window")
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        feats = np.stack([self.features(w) for w in x.detach().numpy()])
+        logits = self.model.decision_function(self.scaler.transform(feats))
+        return torch.from_numpy(logits.astype(np.float32))
+
+
 def distill(args) -> Path:
     torch.set_num_threads(args.threads)
     classes = CLASSES[args.corpus]
     parts = D.fixed_split(D.load_corpus(args.data, args.corpus))
-    head, teacher_classes = load_surrogate_head(surrogate_path(args.corpus, 11))
-    if teacher_classes != classes:
-        raise SystemExit(f"teacher classes {teacher_classes} != {classes}")
-    teacher = T.Surrogate("teacher", head, classes.index(T.TARGET))
+    if args.teacher == "egemaps":
+        if args.adversarial:
+            raise SystemExit("--adversarial needs a differentiable teacher (whisper)")
+        teacher_logits = EgemapsTeacher(parts["train"], classes)
+    else:
+        head, teacher_classes = load_surrogate_head(surrogate_path(args.corpus, 11))
+        if teacher_classes != classes:
+            raise SystemExit(f"teacher classes {teacher_classes} != {classes}")
+        teacher = T.Surrogate("teacher", head, classes.index(T.TARGET))
+        teacher_logits = teacher.logits
     adversarial = None
     if args.adversarial:
         cache = Path(args.cache) / f"{args.corpus}-teacher-masked-train-s{args.seed}.npz"
         adversarial = teacher_masked(parts["train"], teacher, cache, args.seed)
     start = time.time()
     student, history = train_student(
-        parts["train"], parts["val"], classes, teacher.logits, adversarial,
+        parts["train"], parts["val"], classes, teacher_logits, adversarial,
         epochs=args.epochs, batch_size=args.batch_size, temperature=args.temperature,
         seed=args.seed,
     )  # fmt: skip
     test = evaluate(student, parts["test"], classes)
-    name = f"surrogate-student-whisper{'-adv' if args.adversarial else ''}-s{args.seed}"
+    name = f"surrogate-student-{args.teacher}{'-adv' if args.adversarial else ''}-s{args.seed}"
     out = Path("export/checkpoints") / args.corpus / f"{name}.pt"
     metrics = {k: test[k] for k in ("uar", "accuracy", "chance_uar", "confusion")}
     M.save_checkpoint(
@@ -150,7 +190,9 @@ def distill(args) -> Path:
     )  # fmt: skip
     report = {
         "corpus": args.corpus,
-        "teacher": surrogate_path(args.corpus, 11).name,
+        "teacher": surrogate_path(args.corpus, 11).name
+        if args.teacher == "whisper"
+        else "eGeMAPSv02 + logistic regression (training speakers)",
         "adversarial": bool(args.adversarial),
         "temperature": args.temperature,
         "epochs": args.epochs,
@@ -169,6 +211,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m plainsight_export.distill", description=__doc__)
     p.add_argument("--corpus", choices=sorted(CLASSES), required=True)
     p.add_argument("--data", default=os.environ.get("PLAINSIGHT_DATA"))
+    p.add_argument("--teacher", choices=["whisper", "egemaps"], default="whisper")
     p.add_argument("--adversarial", action="store_true", help="half the crops teacher-masked")
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--batch-size", type=int, default=32)

@@ -916,6 +916,7 @@ WHISPER = "surrogate-whisper-lr-s11"  # python -m plainsight_export.whisper_torc
 WHISPER_L3 = "surrogate-whisper-l3-lr-s11"  # ... --depth 3: a head on the 3rd block's output
 STUDENT = "surrogate-student-whisper-s11"  # python -m plainsight_export.distill
 STUDENT_ADV = "surrogate-student-whisper-adv-s11"  # ... --adversarial
+STUDENT_EGEMAPS = "surrogate-student-egemaps-s11"  # ... --teacher egemaps
 ROBUST_ENSEMBLE = [
     "surrogate-compact-robust",
     "surrogate-crnn",
@@ -1134,6 +1135,10 @@ METHODS = _methods(
         [*ENSEMBLE, "surrogate-spectral"],
         {"gain_db": 3.0, "steps": 20},
     ),
+    # ... or a compact CNN distilled from an openSMILE eGeMAPS classifier of our own (the
+    # real features, which no differentiable stand-in computes)
+    ("student-egemaps", [STUDENT_EGEMAPS], {}),
+    ("gain-16x100-student-egemaps", [STUDENT_EGEMAPS], {"gain_db": 3.0}),
     # --stream only: the hop's gain chosen with the stream waiting 250 / 500 ms more
     ("gain-16x100-la250", ["compact"], {"gain_db": 3.0, "lookahead": 4000}),
     ("gain-16x100-la500", ["compact"], {"gain_db": 3.0, "lookahead": 8000}),
