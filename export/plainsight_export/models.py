@@ -360,8 +360,8 @@ class SpectralStatsLinear(MfccLinear):
             nn.functional.pad((logmel[:, 1:] - logmel[:, :-1]).pow(2).mean(2), (1, 0)) + 1e-6
         )
         shares = torch.log(power @ self.shares + 1e-10) - energy[:, :, None]
-        parts = [energy, alpha, hammarberg, flux]
-        return torch.cat([torch.stack(parts[:3], 2), slopes, mfcc, parts[3][:, :, None], shares], 2)
+        levels = torch.stack([energy, alpha, hammarberg], 2)
+        return torch.cat([levels, slopes, mfcc, flux[:, :, None], shares], 2)
 
     def statistics(self, waveform: torch.Tensor, fast: bool = False) -> torch.Tensor:
         logmel = self.frontend.forward_fft(waveform) if fast else self.frontend(waveform)

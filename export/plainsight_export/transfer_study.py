@@ -464,12 +464,17 @@ def band_weights(bands: int) -> torch.Tensor:
     return torch.from_numpy(hat_matrix(np.log(np.maximum(freqs, 1.0)), np.log(centres)))
 
 
-def optimise_gain(signal_np, starts, surrogates, method: Method, rng) -> np.ndarray:
-    """I-FGSM on the gain field's grid (|g| <= gain_db), as `optimise_field`."""
+def optimise_gain(signal_np, starts, surrogates, method: Method, rng, start=None) -> np.ndarray:
+    """I-FGSM on the gain field's grid (|g| <= gain_db), as `optimise_field`; `start`:
+    field -> the grid to start from (a generator's), else 0."""
     signal = torch.from_numpy(signal_np)
     field = GainField(signal, *method.gain_grid)
     shape = (field.bands.shape[1], field.cells)
-    return optimise_field(field, shape, method.gain_db, signal, starts, surrogates, method, rng)
+    with torch.no_grad():
+        u0 = None if start is None else start(field)
+    return optimise_field(
+        field, shape, method.gain_db, signal, starts, surrogates, method, rng, start=u0
+    )
 
 
 def optimise_layered_gain(signal_np, starts, surrogates, method: Method, rng) -> np.ndarray:
@@ -833,16 +838,10 @@ def train_gain_generator(clips: list[np.ndarray], surrogates, method: Method, se
 
 def craft_generated(audio, generator, surrogates, method: Method, rng) -> np.ndarray:
     """Perturbation of one clip by the generator's gain field, laid out as `craft`; with
-    method.steps > 0, that many I-FGSM steps on the grid start from it (as
-    `optimise_field`)."""
-    signal_np, _, starts, offset = plan(audio, 35.0)
-    signal = torch.from_numpy(signal_np)
-    field = GainField(signal, *method.gain_grid)
-    with torch.no_grad():
-        start = generator(band_levels(field)[None])[0]
-    shape = (field.bands.shape[1], field.cells)
-    delta = optimise_field(
-        field, shape, method.gain_db, signal, starts, surrogates, method, rng, start=start
+    method.steps > 0, that many I-FGSM steps on the grid start from it."""
+    signal, _, starts, offset = plan(audio, 35.0)  # the gain field has no sample budget
+    delta = optimise_gain(
+        signal, starts, surrogates, method, rng, start=lambda f: generator(band_levels(f)[None])[0]
     )
     return delta[offset : offset + len(audio)]
 
@@ -1196,20 +1195,19 @@ def run(args) -> dict:
             if method.admix and method.admix_pool is None:
                 method.admix_pool = np.concatenate(training_audio(args)).astype(np.float32)
             start = time.perf_counter()
-            if method.generator:  # trained on the training speakers, one pass per clip
-                generator, history = train_gain_generator(
-                    training_audio(args), surrogates, method, args.seed
-                )
-                torch.save(generator.state_dict(), args.cache / f"{name}-generator.pt")
-                method.extra["generator_loss"] = history
-                deltas = [craft_generated(a, generator, surrogates, method, rng) for a in clean]
-                masked = [at_snr(a, d, args.snr_db) for a, d in zip(clean, deltas, strict=True)]
-            elif method.universal:  # trained on the training speakers, then free per clip
+            if method.universal:  # trained on the training speakers, then free per clip
                 v = train_universal(training_audio(args), surrogates, args.snr_db, args.seed)
                 np.save(args.cache / f"{name}-universal.npy", v)
                 masked = [at_snr(a, tile_universal(v, len(a)), args.snr_db) for a in clean]
             else:
-                if args.stream and method.gain_db:
+                if method.generator:  # trained on the training speakers, one pass per clip
+                    generator, history = train_gain_generator(
+                        training_audio(args), surrogates, method, args.seed
+                    )
+                    torch.save(generator.state_dict(), args.cache / f"{name}-generator.pt")
+                    method.extra["generator_loss"] = history
+                    deltas = [craft_generated(a, generator, surrogates, method, rng) for a in clean]
+                elif args.stream and method.gain_db:
                     deltas = [craft_stream_gain(a, surrogates, method, rng) for a in clean]
                 else:
                     crafter = craft_stream if args.stream else craft

@@ -86,15 +86,15 @@ def stream_settings(config: dict[str, str]) -> argparse.Namespace:
 ASOUND = Path("/proc/asound")
 
 
-def alsa_cards(numbers: bool = False) -> dict:
-    """Card id -> description (or -> card number), from /proc/asound/cards."""
+def alsa_cards() -> dict[str, tuple[int, str]]:
+    """Card id -> (card number, description), from /proc/asound/cards."""
     cards = {}
     try:
         text = (ASOUND / "cards").read_text()
     except OSError:
         return cards
     for match in re.finditer(r"^\s*(\d+)\s+\[(\S+)\s*\]:\s*(.*)$", text, re.M):
-        cards[match.group(2)] = int(match.group(1)) if numbers else match.group(3).strip()
+        cards[match.group(2)] = int(match.group(1)), match.group(3).strip()
     return cards
 
 
@@ -118,7 +118,8 @@ def check_alsa(device: str | None) -> tuple[bool, str]:
         ).stdout.split()
     except (OSError, subprocess.TimeoutExpired) as exc:
         return False, f"arecord -L failed: {exc}"
-    cards, numbers = alsa_cards(), alsa_cards(numbers=True)
+    cards = alsa_cards()
+    numbers = {card: number for card, (number, _) in cards.items()}
     if device in listed:
         return True, f"{device} is listed by arecord -L"
     card = re.search(r"CARD=([^,]+)", device) or re.match(r"(?:plug)?hw:([^,]+)", device)
@@ -130,7 +131,7 @@ def check_alsa(device: str | None) -> tuple[bool, str]:
             can = ", ".join(c for c, i in numbers.items() if i in recording) or "none"
             return False, f"{device}: card {name} cannot record; cards that can: {can}"
         return True, f"{device}: card {name} present"
-    have = ", ".join(f"{k} ({v})" for k, v in cards.items()) or "none"
+    have = ", ".join(f"{card} ({about})" for card, (_, about) in cards.items()) or "none"
     return False, f"{device} not found; capture cards: {have} (see arecord -l / arecord -L)"
 
 

@@ -392,6 +392,7 @@ def serve(
                 return 2
         odd = b""
         silence_only = processor is None
+        timed_out = ""  # why the input stopped, if it hung
         while True:
             if stop["signal"] is not None:
                 break
@@ -401,13 +402,9 @@ def serve(
                 if input_timeout_s and idle > input_timeout_s:
                     # a hung source (arecord delivers at the sample rate): stop, so that the
                     # pipeline restarts it; what came in before goes out masked, in full
-                    message = f"no audio in for {idle:.0f} s (a hung source?); stopping"
-                    print(f"plainsight stream: {message}", file=sys.stderr)
-                    if processor is not None and len(processor.pending):
-                        if not _emit_hop(processor, len(processor.pending), fd_out, counters, fail):
-                            return 3
-                    report(True, state="failed", last_error=message)
-                    return 4
+                    timed_out = f"no audio in for {idle:.0f} s (a hung source?); stopping"
+                    print(f"plainsight stream: {timed_out}", file=sys.stderr)
+                    break
                 report()
                 continue
             data = os.read(fd_in, read_size)
@@ -434,6 +431,9 @@ def serve(
         if processor is not None and len(processor.pending):
             if not _emit_hop(processor, len(processor.pending), fd_out, counters, fail):
                 return 3
+        if timed_out:
+            report(True, state="failed", last_error=timed_out)
+            return 4
         report(True, state="stopped")
         return 0
     except BrokenPipeError:
