@@ -252,3 +252,43 @@ def test_panel_table_has_a_row_and_verdict_per_member(panel_root):
     for name in members["final"] + members["dev"]:
         verdict = rows[name].rstrip(" |").rsplit("| ", 1)[1]
         assert verdict == "yes" or verdict.startswith("NO (")
+
+
+def test_adaptive_members_left_out_are_named_with_the_reason(panel_root, tmp_path):
+    """An adaptive attacker trained against another masker is not scored, and the report says
+    which ones and why (a missing adaptive row must never look like a clean bill)."""
+    from plainsight.evaluate.report import markdown
+
+    root, whitebox, _ = panel_root
+    result = _evaluate("final", root, whitebox)
+    left_out = {e["member"]: e["reason"] for e in result["adaptive_not_scored"]}
+    assert sorted(left_out) == [
+        "toy-adaptive-oldcode-lin-s6",
+        "toy-adaptive-other-lin-s4",
+        "toy-adaptive-rep-lin-s5",
+    ]
+    assert "eps" in left_out["toy-adaptive-other-lin-s4"]
+    assert "snr_db" in left_out["toy-adaptive-other-lin-s4"]
+    assert "snr_db" in left_out["toy-adaptive-rep-lin-s5"]
+    assert "masking code" in left_out["toy-adaptive-oldcode-lin-s6"]
+    text = markdown(result, "plainsight evaluate ...")
+    assert "toy-adaptive-other-lin-s4" in text and "not scored" in text
+    assert _evaluate("dev", root, whitebox)["adaptive_not_scored"] == []  # dev has none
+
+
+def test_no_fitting_adaptive_member_is_said_plainly(tmp_path):
+    """--panel final with adaptive members that all fit other maskers: the report says no
+    adaptive attacker was scored."""
+    from plainsight.evaluate.report import markdown
+    from plainsight.masker import Masker
+
+    root = tmp_path / "export" / "artifacts"
+    whitebox = build_toy_model(tmp_path / "whitebox", seed=0, name="toy")
+    settings = Masker(model=str(whitebox), **TOY_MASKER_KW).settings()
+    _onnx_member(root, "attacker-final-lin-s1", 4, panel="final", family="lin")
+    other = settings | {"steps": 3}
+    _onnx_member(root, "adaptive-other-lin-s4", 8, role="adaptive", trained_on_masker=other)
+    result = _evaluate("final", root, whitebox)
+    assert not any(r.startswith("adaptive") for r in result["transfer_models"].values())
+    assert [e["member"] for e in result["adaptive_not_scored"]] == ["toy-adaptive-other-lin-s4"]
+    assert "No adaptive attacker fits this masker" in markdown(result, "cmd")

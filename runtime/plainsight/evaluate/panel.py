@@ -310,17 +310,30 @@ def masker_source_sha256() -> str:
     return digest.hexdigest()
 
 
+def masker_differences(a: dict, b: dict) -> list[str]:
+    """The Masker.settings() keys in which two maskers differ in the audio they produce
+    (backend and threads aside), plus `masker_source_sha256` when both record the masking
+    code and it differs."""
+
+    def fields(s: dict) -> dict:
+        f = {k: json.dumps(s.get(k)) for k in MASKER_KEYS}
+        f["privacy"] = json.dumps(s.get("privacy", "mask"))
+        f["neutralize_strength"] = json.dumps(s.get("neutralize_strength"))
+        f["neutralize_reference"] = json.dumps(s.get("neutralize_reference"))  # None: own
+        return f
+
+    fa, fb = fields(a), fields(b)
+    differ = [k for k in fa if fa[k] != fb[k]]
+    code_a, code_b = a.get("masker_source_sha256"), b.get("masker_source_sha256")
+    if code_a is not None and code_b is not None and code_a != code_b:
+        differ.append("masker_source_sha256")
+    return differ
+
+
 def same_masker(a: dict, b: dict) -> bool:
     """Do two Masker.settings() produce the same audio (backend and threads aside)? When
     both record `masker_source_sha256`, the masking code must match too."""
-
-    def key(s: dict) -> tuple:
-        tier = (s.get("privacy", "mask"), s.get("neutralize_strength"))
-        tier += (json.dumps(s.get("neutralize_reference")),)  # clip's own medians if None
-        return tuple(json.dumps(s.get(k)) for k in MASKER_KEYS) + tier
-
-    code_a, code_b = a.get("masker_source_sha256"), b.get("masker_source_sha256")
-    return key(a) == key(b) and (code_a is None or code_b is None or code_a == code_b)
+    return not masker_differences(a, b)
 
 
 def training_masker(directory: Path) -> dict | None:
@@ -337,13 +350,42 @@ def training_masker(directory: Path) -> dict | None:
     return json.loads(report.read_text()).get("masker") if report.is_file() else None
 
 
+def adaptive_mismatch(directory: Path, masker_settings: dict | None) -> str | None:
+    """Why an adaptive member is not scored beside this masker; None when it fits (or when
+    its training masker is unknown: describe() says so)."""
+    trained = training_masker(directory)
+    if masker_settings is None or trained is None:
+        return None
+    current = masker_settings | {"masker_source_sha256": masker_source_sha256()}
+    differ = masker_differences(trained, current)
+    if not differ:
+        return None
+    if differ == ["masker_source_sha256"]:
+        return "trained against other masking code (the runtime's masking sources changed since)"
+    settings = ", ".join(k for k in differ if k != "masker_source_sha256")
+    return f"trained against another masker (differs in {settings})"
+
+
 def adaptive_fits(directory: Path, masker_settings: dict | None) -> bool:
     """An adaptive member is scored beside the masker it was trained against (or when its
     training masker is unknown: describe() says so)."""
-    trained = training_masker(directory)
-    if masker_settings is None or trained is None:
-        return True
-    return same_masker(trained, masker_settings | {"masker_source_sha256": masker_source_sha256()})
+    return adaptive_mismatch(directory, masker_settings) is None
+
+
+def adaptive_left_out(
+    corpus: str, which: str, root: Path | None = None, masker_settings: dict | None = None
+) -> list[dict]:
+    """The adaptive members that `evaluation_dirs` leaves out of a final/all panel, each with
+    its name and the reason, so that a report never hides a missing adaptive attacker."""
+    if which == "dev":
+        return []
+    left = []
+    for d in adaptive_dirs(corpus, root):
+        reason = adaptive_mismatch(d, masker_settings)
+        if reason is not None:
+            name = json.loads((d / "manifest.json").read_text()).get("name", d.name)
+            left.append({"member": name, "reason": reason})
+    return left
 
 
 def evaluation_dirs(

@@ -120,6 +120,7 @@ def markdown(result: dict, command: str) -> str:
         lines += ["", mi_note, "", "Per-class recall, %:", "", *recall_table(result, "transfer")]
     else:
         lines.append("No attacker models found (export/artifacts/<corpus>-attacker-*).")
+    lines += adaptive_lines(result)
     q = result["quality"]
     lines += [
         "",
@@ -182,6 +183,26 @@ def markdown(result: dict, command: str) -> str:
         lines += ["", *curve_tables(result)]
     lines += ["", f"Total time: {result['seconds']:.0f} s.", ""]
     return "\n".join(lines)
+
+
+def adaptive_lines(result: dict) -> list[str]:
+    """Say which adaptive attackers were left out and why, and when none was scored."""
+    if result.get("panel") not in ("final", "all"):
+        return []
+    lines = []
+    roles = result["transfer_models"].values()
+    if not any(str(role).startswith("adaptive") for role in roles):
+        lines += [
+            "",
+            "No adaptive attacker fits this masker, so none was scored: how much hiding "
+            "survives a model retrained on this masker's output is not measured here "
+            "(`plainsight-train --role adaptive`, export/build_panel.sh).",
+        ]
+    left = result.get("adaptive_not_scored") or []
+    if left:
+        named = "; ".join(f"{e['member']}: {e['reason']}" for e in left)
+        lines += ["", f"Adaptive attackers not scored beside this masker ({len(left)}): {named}."]
+    return lines
 
 
 def privacy_note(settings: dict) -> str:
