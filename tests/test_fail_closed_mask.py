@@ -202,6 +202,47 @@ def test_float_samples_beyond_any_recording_give_one_line(toy, tmp_path, capsys,
     assert [p.name for p in tmp_path.iterdir()] == ["in.wav"]
 
 
+@pytest.mark.parametrize("method", ["mask", "classify"])
+def test_python_api_refuses_samples_beyond_any_recording(toy, method):
+    """The same limit through `Masker`: 1e18 times full scale raised nothing and came back
+    as NaN (the float32 spectrum overflows); now one clear ValueError, as for files."""
+    from plainsight import Masker
+    from plainsight.audio import MAX_PEAK
+
+    masker = Masker(model=str(toy), backend="onnx")
+    audio = speechlike(3.0)
+    with pytest.raises(ValueError, match="full scale") as caught:
+        getattr(masker, method)(audio * 1e18, 16000)
+    assert "\n" not in str(caught.value)
+    # Float audio within the limit (headroom above full scale) is still accepted.
+    loud = audio * (0.5 * MAX_PEAK / float(np.abs(audio).max()))
+    result = getattr(masker, method)(loud, 16000)
+    if method == "mask":
+        assert np.isfinite(result).all() and result.shape == loud.shape
+
+
+@pytest.mark.parametrize(
+    ("shape", "rate", "message"),
+    [
+        ((32000, 0), 16000, "non-empty"),  # no channels: numpy's own error before
+        ((32000,), 800000, "implausible sample rate"),  # the file path's range, 1000..768000
+        ((32000,), 999, "implausible sample rate"),
+    ],
+)
+def test_python_api_refuses_what_the_file_path_refuses(toy, shape, rate, message):
+    """A rate far outside what files may have made the resampler's table gigabytes (9999991
+    Hz: 2.5 GB for 1.2 s of audio); Masker now takes the file path's range."""
+    from plainsight import Masker
+
+    masker = Masker(model=str(toy), backend="onnx")
+    audio = np.zeros(shape, np.float32)
+    if audio.size:
+        audio[:] = speechlike(shape[0] / 16000)[: shape[0]]
+    for method in ("mask", "classify"):
+        with pytest.raises(ValueError, match=message):
+            getattr(masker, method)(audio, rate)
+
+
 def test_error_after_writing_started_leaves_no_output(toy, tmp_path, capsys, monkeypatch):
     import plainsight.audio as audio
 

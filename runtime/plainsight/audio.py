@@ -24,8 +24,9 @@ MAX_SECONDS = 3 * 3600  # longer files: split them, or use `plainsight stream`
 MAX_CHANNELS = 64
 # Float files may go beyond full scale (their headroom is kept), but not without limit: past
 # about 1e18 the model's float32 power spectrum overflows into NaN. 1e6 is 120 dB above full
-# scale, beyond any recording.
+# scale, beyond any recording. Masker.mask/classify refuse the same (plainsight.masker).
 MAX_PEAK = 1e6
+MIN_RATE, MAX_RATE = 1000, 768000  # sample rates of real recordings (Masker takes the same)
 _STREAMED_SIZES = {0, 0xFFFFFFFF, 0x7FFFFFFF}  # data sizes written by pipes: length unknown
 OGG_SEEK_PREROLL = 16384  # frames decoded and dropped before a seek target (2 x 8192 block)
 
@@ -111,7 +112,7 @@ def inspect_audio(path: str | Path) -> AudioInfo:
     _check_truncated(path, info)
     if info.frames <= 0:
         raise AudioError(f"{path}: no audio samples")
-    if not 1000 <= info.samplerate <= 768000:
+    if not MIN_RATE <= info.samplerate <= MAX_RATE:
         raise AudioError(f"{path}: implausible sample rate {info.samplerate} Hz")
     if not 1 <= info.channels <= MAX_CHANNELS:
         raise AudioError(f"{path}: unsupported channel count {info.channels}")

@@ -13,6 +13,7 @@ write zeros instead).
 
 from __future__ import annotations
 
+from plainsight.audio import MAX_RATE, MIN_RATE
 from plainsight.cli import (
     add_engine_arguments,
     add_privacy_arguments,
@@ -25,7 +26,7 @@ def add_arguments(parser) -> None:
     group = parser.add_argument_group("stream")
     group.add_argument(
         "--rate",
-        type=bounded_int(1000, 768000),
+        type=bounded_int(MIN_RATE, MAX_RATE),
         default=16000,
         help="PCM sample rate (default 16000)",
     )

@@ -14,6 +14,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from plainsight.audio import MAX_PEAK, MAX_RATE, MIN_RATE
 from plainsight.backends import load_graph, load_stream_graph, resolve_backend
 from plainsight.features import FeatureConfig, analysis_window, frame_signal, mel_filterbank
 from plainsight.manifest import ManifestError, ModelSpec, resolve_models
@@ -696,14 +697,22 @@ class Masker:
     @staticmethod
     def _checked(audio: np.ndarray, sample_rate: int) -> np.ndarray:
         audio = np.asarray(audio)
-        if audio.ndim not in (1, 2) or audio.shape[0] == 0:
+        if audio.ndim not in (1, 2) or audio.size == 0:
             raise ValueError("audio must be a non-empty array [samples] or [samples, channels]")
         if not np.issubdtype(audio.dtype, np.floating):
             raise ValueError("audio must be floating point in [-1, 1]")
         if not np.isfinite(audio).all():
             raise ValueError("audio contains NaN or Inf")
-        if int(sample_rate) <= 0:
-            raise ValueError(f"bad sample rate {sample_rate}")
+        peak = max(float(audio.max()), -float(audio.min()))  # no |audio| copy of long input
+        if peak > MAX_PEAK:  # the float32 power spectrum would overflow into NaN
+            raise ValueError(
+                f"audio peaks at {peak:.3g} times full scale, beyond any recording "
+                f"(limit {MAX_PEAK:.0e})"
+            )
+        if not MIN_RATE <= int(sample_rate) <= MAX_RATE:  # beyond, the resampler's table explodes
+            raise ValueError(
+                f"implausible sample rate {sample_rate} Hz (audio files: {MIN_RATE}..{MAX_RATE})"
+            )
         return audio
 
     def _mono16(self, audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
