@@ -254,7 +254,7 @@ def test_panel_table_has_a_row_and_verdict_per_member(panel_root):
         assert verdict == "yes" or verdict.startswith("NO (")
 
 
-def test_adaptive_members_left_out_are_named_with_the_reason(panel_root, tmp_path):
+def test_adaptive_members_left_out_are_named_with_the_reason(panel_root):
     """An adaptive attacker trained against another masker is not scored, and the report says
     which ones and why (a missing adaptive row must never look like a clean bill)."""
     from plainsight.evaluate.report import markdown
