@@ -366,26 +366,26 @@ def adaptive_mismatch(directory: Path, masker_settings: dict | None) -> str | No
     return f"trained against another masker (differs in {settings})"
 
 
-def adaptive_fits(directory: Path, masker_settings: dict | None) -> bool:
-    """An adaptive member is scored beside the masker it was trained against (or when its
-    training masker is unknown: describe() says so)."""
-    return adaptive_mismatch(directory, masker_settings) is None
+def adaptive_verdicts(
+    corpus: str, root: Path | None = None, masker_settings: dict | None = None
+) -> list[tuple[Path, str | None]]:
+    """Every adaptive member with the reason it is not scored beside this masker (None: it
+    is): the one pass that both evaluation_dirs and adaptive_left_out read."""
+    return [(d, adaptive_mismatch(d, masker_settings)) for d in adaptive_dirs(corpus, root)]
 
 
 def adaptive_left_out(
-    corpus: str, which: str, root: Path | None = None, masker_settings: dict | None = None
+    corpus: str, which: str | None, root: Path | None = None, masker_settings: dict | None = None
 ) -> list[dict]:
     """The adaptive members that `evaluation_dirs` leaves out of a final/all panel, each with
     its name and the reason, so that a report never hides a missing adaptive attacker."""
-    if which == "dev":
+    if which in (None, "dev"):
         return []
-    left = []
-    for d in adaptive_dirs(corpus, root):
-        reason = adaptive_mismatch(d, masker_settings)
-        if reason is not None:
-            name = json.loads((d / "manifest.json").read_text()).get("name", d.name)
-            left.append({"member": name, "reason": reason})
-    return left
+    return [
+        {"member": json.loads((d / "manifest.json").read_text()).get("name", d.name), "reason": why}
+        for d, why in adaptive_verdicts(corpus, root, masker_settings)
+        if why is not None
+    ]
 
 
 def evaluation_dirs(
@@ -398,7 +398,7 @@ def evaluation_dirs(
     panels = PANELS if which == "all" else (which,)
     dirs = [d for p in panels for d in member_dirs(corpus, p, root)]
     if which != "dev":
-        dirs += [d for d in adaptive_dirs(corpus, root) if adaptive_fits(d, masker_settings)]
+        dirs += [d for d, why in adaptive_verdicts(corpus, root, masker_settings) if why is None]
     return dirs
 
 

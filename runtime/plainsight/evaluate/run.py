@@ -178,15 +178,6 @@ def panel_scorers(corpus: str, cfg: EvalConfig, masker: Masker, used: set) -> li
     return out
 
 
-def _adaptive_left_out(cfg: EvalConfig, settings: dict) -> list[dict]:
-    """Adaptive members of --panel final/all trained against another masker (not scored)."""
-    if cfg.panel is None:
-        return []
-    from plainsight.evaluate import panel
-
-    return panel.adaptive_left_out(cfg.corpus, cfg.panel, cfg.panel_root, settings)
-
-
 def _masker(cfg: EvalConfig, **override) -> Masker:
     kwargs = dict(cfg.masker) | override
     if "snr_db" in override:
@@ -256,6 +247,8 @@ def _dnsmos(conditions: dict, n: int, threads: int) -> dict | None:
 
 
 def evaluate(cfg: EvalConfig) -> dict:
+    from plainsight.evaluate.panel import adaptive_left_out  # lazy, as the panel's other uses
+
     started = time.perf_counter()
     if cfg.path not in PATHS:
         raise ValueError(f"path must be one of {PATHS}, got {cfg.path!r}")
@@ -306,7 +299,9 @@ def evaluate(cfg: EvalConfig) -> dict:
             "whitebox_models": [s.name for s in whitebox],
             "transfer_models": {s.name: s.role for s in transfer},
             "panel": cfg.panel,
-            "adaptive_not_scored": _adaptive_left_out(cfg, settings),
+            "adaptive_not_scored": adaptive_left_out(
+                cfg.corpus, cfg.panel, cfg.panel_root, settings
+            ),
             "listener_offset_ms": cfg.listener_offset_ms,
         }
         if cfg.path == "stream":
